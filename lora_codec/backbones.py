@@ -1,0 +1,488 @@
+"""Backbones: the frozen video diffusion models a code is an adaptation of.
+
+Two backbones share every class (diffusers `WanTransformer3DModel`, `AutoencoderKLWan`,
+`FlowMatchEulerDiscreteScheduler`, transformers `UMT5EncoderModel`, all wired into a diffusers
+`WanPipeline` so that caption embedding is the pipeline's own):
+
+* ``wan2.1-t2v-1.3b`` - the real model, loaded with ``from_pretrained`` from the hub id (or a local
+  directory), bf16 on CUDA. Needs the weights (about 17 GB with the text encoder).
+* ``tiny`` - small configs, weights drawn from a fixed seed, a byte-level tokenizer built in code.
+  It builds offline in about a second and has NO visual knowledge: it exists so every code path runs
+  on a CPU. Anything it decodes is noise-like; every place that shows its output says so.
+
+``auto`` picks the real model when CUDA is available and the tiny one otherwise.
+
+This module also owns the geometry rules (frames 4k+1, sizes multiple of 16, native size) and the
+video <-> latent conversion, because they are properties of the backbone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import BackboneError
+
+log = logging.getLogger(__name__)
+
+WAN_NAME = "wan2.1-t2v-1.3b"
+TINY_NAME = "tiny"
+BACKBONE_NAMES = (WAN_NAME, TINY_NAME)
+
+# The method's adapter targets (METHOD.md section 1): q, k, v, out of self- and cross-attention.
+DEFAULT_TARGETS = (
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+)
+
+
+def _reference_config_path() -> Path | None:
+    """The shipped Wan configuration (a copy lives in the package; the shared reference is the source)."""
+    here = Path(__file__).resolve().parent / "configs" / "wan2.1-t2v-1.3b.json"
+    return here if here.exists() else None
+
+
+def wan_reference_config() -> dict:
+    path = _reference_config_path()
+    if path is None:
+        raise BackboneError("the Wan reference configuration is missing from the package (configs/wan2.1-t2v-1.3b.json)")
+    return json.loads(path.read_text())
+
+
+def _strip_private(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not k.startswith("_")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """A coded clip's shape: frames (4k+1), height and width (multiples of 16)."""
+
+    frames: int
+    height: int
+    width: int
+
+
+@dataclasses.dataclass
+class FitDefaults:
+    """Per-backbone default fit hyper-parameters (METHOD.md section 2 for Wan; small and fast for tiny)."""
+
+    stage1_steps: int
+    stage2_steps: int
+    lr1: float
+    lr2: float
+    batch: int
+    rate_lambda: float
+    ramp_steps: int
+    rank: int
+    theta_length: int
+    sample_steps: int  # default number of sampling steps stored in the code
+    shift: float
+    guidance: float
+
+
+@dataclasses.dataclass
+class Backbone:
+    """A loaded backbone: the pipeline's components plus the facts a code needs."""
+
+    name: str
+    pipe: Any  # diffusers.WanPipeline (tokenizer, text_encoder, vae, transformer, scheduler)
+    native: Geometry
+    max_sequence_length: int
+    device: torch.device
+    dtype: torch.dtype  # transformer compute dtype
+    defaults: FitDefaults
+    gradient_checkpointing: bool = False
+    _fingerprint: bytes | None = None
+    _caption_cache: dict = dataclasses.field(default_factory=dict)
+
+    # -- components -----------------------------------------------------------------------------
+    @property
+    def transformer(self):
+        return self.pipe.transformer
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def scale_temporal(self) -> int:
+        return int(self.vae.config.scale_factor_temporal)
+
+    @property
+    def scale_spatial(self) -> int:
+        return int(self.vae.config.scale_factor_spatial)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.name == TINY_NAME
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> bytes:
+        """8 bytes identifying the weights of all three components (transformer, VAE, text encoder).
+
+        A strided sample of every tensor, rounded to bf16 so that fp32 and bf16 loads of the same
+        weights agree, hashed with SHA-256 in state-dict order together with names and shapes.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.name.encode())
+            for comp in ("transformer", "vae", "text_encoder"):
+                module = getattr(self.pipe, comp)
+                for key, t in sorted(module.state_dict().items()):
+                    if "unilora" in key or "base_layer" in key:
+                        key = key.replace("base_model.model.", "").replace(".base_layer", "")
+                        if "unilora" in key:
+                            continue
+                    h.update(f"{comp}/{key}:{tuple(t.shape)}".encode())
+                    flat = t.detach().reshape(-1)
+                    stride = max(1, flat.numel() // 4096)
+                    sample = flat[::stride][:4096].to("cpu", torch.bfloat16).contiguous()
+                    h.update(sample.view(torch.int16).numpy().tobytes())
+            self._fingerprint = h.digest()[:8]
+        return self._fingerprint
+
+    # -- geometry -------------------------------------------------------------------------------
+    def coded_geometry(self, src_frames: int, src_height: int, src_width: int) -> Geometry:
+        """Frames: the largest 4k+1 not above the source nor the native length. Size: the native size,
+        transposed for portrait sources (aspect kept by resize + centre crop in `video.fit_to_geometry`)."""
+        if src_frames < 1:
+            raise BackboneError("the clip has no frames")
+        n = min(src_frames, self.native.frames)
+        frames = ((n - 1) // self.scale_temporal) * self.scale_temporal + 1
+        if src_height > src_width:
+            return Geometry(frames, self.native.width, self.native.height)
+        return Geometry(frames, self.native.height, self.native.width)
+
+    def latent_shape(self, geom: Geometry) -> tuple[int, int, int, int]:
+        z = int(self.vae.config.z_dim)
+        return (
+            z,
+            (geom.frames - 1) // self.scale_temporal + 1,
+            geom.height // self.scale_spatial,
+            geom.width // self.scale_spatial,
+        )
+
+    def check_geometry(self, geom: Geometry) -> None:
+        mult = self.scale_spatial * 2  # VAE 8x then patch 2x
+        if (geom.frames - 1) % self.scale_temporal or geom.frames < 1:
+            raise BackboneError(f"frames must be 4k+1, got {geom.frames}")
+        if geom.height % mult or geom.width % mult or geom.height < mult or geom.width < mult:
+            raise BackboneError(f"height and width must be positive multiples of {mult}, got {geom.height}x{geom.width}")
+
+    # -- latents ----------------------------------------------------------------------------------
+    def _latent_stats(self, device, dtype):
+        cfg = self.vae.config
+        z = int(cfg.z_dim)
+        mean = torch.tensor(cfg.latents_mean, dtype=dtype, device=device).view(1, z, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, dtype=dtype, device=device).view(1, z, 1, 1, 1)
+        return mean, std
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """[3, T, H, W] in [-1, 1] -> normalised latent [C, T', H', W'] (float32, on CPU).
+
+        Uses the posterior mode (deterministic), normalised as `(z - latents_mean) / latents_std`."""
+        vae = self.vae
+        vdtype = next(vae.parameters()).dtype
+        x = video.unsqueeze(0).to(self.device, vdtype)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mode()
+        mean, std = self._latent_stats(z.device, z.dtype)
+        return ((z - mean) / std)[0].float().cpu()
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latent [C, T', H', W'] -> video [3, T, H, W] in [-1, 1] (float32, CPU)."""
+        vae = self.vae
+        vdtype = next(vae.parameters()).dtype
+        z = latents.unsqueeze(0).to(self.device, vdtype)
+        mean, std = self._latent_stats(z.device, z.dtype)
+        video = vae.decode(z * std + mean, return_dict=False)[0]
+        return video[0].float().clamp(-1, 1).cpu()
+
+    # -- caption ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_caption(self, caption: str) -> torch.Tensor:
+        """Caption -> text embedding [1, L, text_dim] on the compute device (the pipeline's own prompt
+        processing). The text encoder is moved to the compute device only for this call (the real one
+        is ~11 GB in bf16) and cached per caption."""
+        if caption in self._caption_cache:
+            return self._caption_cache[caption]
+        te = self.pipe.text_encoder
+        home = next(te.parameters()).device
+        moved = False
+        if self.device.type == "cuda" and home.type != "cuda":
+            te.to(self.device)
+            moved = True
+        try:
+            emb = self.pipe._get_t5_prompt_embeds(
+                prompt=caption,
+                max_sequence_length=self.max_sequence_length,
+                device=self.device,
+                dtype=self.dtype,
+            )
+        finally:
+            if moved:
+                te.to(home)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        if len(self._caption_cache) > 8:
+            self._caption_cache.clear()
+        self._caption_cache[caption] = emb
+        return emb
+
+    def describe(self) -> str:
+        if self.is_tiny:
+            return (
+                "tiny backbone (random seeded weights, no visual knowledge; for testing the code paths "
+                "on a CPU - its reconstructions are not meaningful)"
+            )
+        return f"{WAN_NAME} on {self.device.type}"
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny
+
+
+TINY_SEED = 20260301
+
+
+def _byte_tokenizer(max_length: int):
+    """A byte-level tokenizer built in code (no download): ids 0 pad, 1 eos, 2 unk, 3..258 bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    from tokenizers.processors import TemplateProcessing
+
+    tok.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=max_length,
+    )
+
+
+TINY_CONFIG = {
+    "transformer": dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=4,
+        attention_head_dim=24,
+        in_channels=4,
+        out_channels=4,
+        text_dim=32,
+        freq_dim=32,
+        ffn_dim=192,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
+    ),
+    "vae": dict(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        attn_scales=[],
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0, 0.0, 0.0, 0.0],
+        latents_std=[1.0, 1.0, 1.0, 1.0],
+    ),
+    "text_encoder": dict(
+        vocab_size=259,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    ),
+    "native": dict(frames=17, height=64, width=112),
+    "max_sequence_length": 128,
+}
+
+
+def build_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Backbone:
+    """The offline test backbone: Wan-architecture classes, small configs, weights from a fixed seed."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    device = torch.device(device)
+    cfg = TINY_CONFIG
+    rng_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(TINY_SEED)
+        transformer = WanTransformer3DModel(**cfg["transformer"])
+        torch.manual_seed(TINY_SEED + 1)
+        vae = AutoencoderKLWan(**cfg["vae"])
+        torch.manual_seed(TINY_SEED + 2)
+        text_encoder = UMT5EncoderModel(UMT5Config(**cfg["text_encoder"]))
+    finally:
+        torch.random.set_rng_state(rng_state)
+    tokenizer = _byte_tokenizer(cfg["max_sequence_length"])
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    for m in (transformer, vae, text_encoder):
+        m.eval().requires_grad_(False)
+    transformer.to(device, dtype)
+    vae.to(device, torch.float32)
+    text_encoder.to(device, torch.float32)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer)
+    return Backbone(
+        name=TINY_NAME,
+        pipe=pipe,
+        native=Geometry(**cfg["native"]),
+        max_sequence_length=cfg["max_sequence_length"],
+        device=device,
+        dtype=dtype,
+        defaults=FitDefaults(
+            stage1_steps=150,
+            stage2_steps=100,
+            lr1=2e-2,
+            lr2=1e-2,
+            batch=2,
+            rate_lambda=3e-3,
+            ramp_steps=40,
+            rank=1,
+            theta_length=2048,
+            sample_steps=20,
+            shift=3.0,
+            guidance=1.0,
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Wan2.1-T2V-1.3B
+
+WAN_DEFAULTS = FitDefaults(
+    stage1_steps=2000,
+    stage2_steps=500,
+    lr1=2e-3,
+    lr2=1.5e-3,
+    batch=4,
+    rate_lambda=5e-3,
+    ramp_steps=500,
+    rank=1,
+    theta_length=131072,
+    sample_steps=50,
+    shift=3.0,
+    guidance=1.0,
+)
+
+
+def wan_transformer_on_meta():
+    """The real Wan2.1-T2V-1.3B transformer built from the shipped config on the `meta` device:
+    full architecture, no weights, no memory. Used by the structural test."""
+    from diffusers import WanTransformer3DModel
+
+    cfg = _strip_private(wan_reference_config()["transformer"])
+    cfg["patch_size"] = tuple(cfg["patch_size"])
+    with torch.device("meta"):
+        return WanTransformer3DModel(**cfg)
+
+
+def load_wan(source: str | None = None, device: str | torch.device | None = None) -> Backbone:
+    """Load the real backbone with diffusers `from_pretrained` (hub id or a local directory).
+
+    Fails at once, with a message that says what is missing, when the weights are not available
+    (offline, or not downloaded). Transformer bf16 on the compute device with gradient checkpointing
+    available; VAE float32; text encoder bf16 kept on the CPU except while embedding a caption.
+    """
+    ref = wan_reference_config()
+    source = source or os.environ.get("LORA_CODEC_WAN_PATH") or ref["hub_id"]
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        local_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        kw: dict[str, Any] = {"local_files_only": local_only} if not Path(source).is_dir() else {}
+        tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+        text_encoder = UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=torch.bfloat16, **kw)
+        vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32, **kw)
+        transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype, **kw)
+    except (OSError, ValueError, ImportError) as exc:  # hub errors subclass OSError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackboneError(
+            f"cannot load {WAN_NAME} weights from '{source}' ({first[:200]}); download them with "
+            f"`huggingface-cli download {ref['hub_id']}` on a machine with network access, point "
+            f"LORA_CODEC_WAN_PATH at a local copy, or use `--model tiny`, which works offline"
+        ) from None
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=WAN_DEFAULTS.shift)
+    for m in (transformer, vae, text_encoder):
+        m.eval().requires_grad_(False)
+    transformer.to(device)
+    vae.to(device)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer)
+    native = ref["video"]["native_size"]  # [width, height]
+    return Backbone(
+        name=WAN_NAME,
+        pipe=pipe,
+        native=Geometry(frames=81, height=int(native[1]), width=int(native[0])),
+        max_sequence_length=int(ref["text_encoder"]["max_sequence_length"]),
+        device=device,
+        dtype=dtype,
+        defaults=dataclasses.replace(WAN_DEFAULTS),
+        gradient_checkpointing=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+_CACHE: dict[tuple, Backbone] = {}
+
+
+def resolve_name(name: str | None) -> str:
+    """'auto' -> the real model where CUDA is available, else 'tiny' (with a one-line notice)."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return WAN_NAME
+        log.warning("no CUDA device: using the offline 'tiny' backbone (no visual knowledge; for testing)")
+        return TINY_NAME
+    if name not in BACKBONE_NAMES:
+        raise BackboneError(f"unknown model '{name}'; choose one of: auto, {', '.join(BACKBONE_NAMES)}")
+    return name
+
+
+def load_backbone(name: str | None = "auto", *, device: str | torch.device | None = None, source: str | None = None) -> Backbone:
+    """Load (and cache) a backbone by name: 'auto', 'tiny' or 'wan2.1-t2v-1.3b'."""
+    resolved = resolve_name(name)
+    key = (resolved, str(device), source)
+    if key not in _CACHE:
+        if resolved == TINY_NAME:
+            dev = torch.device(device or "cpu")
+            dtype = torch.bfloat16 if (dev.type == "cuda" and os.environ.get("LORA_CODEC_TINY_BF16")) else torch.float32
+            _CACHE[key] = build_tiny(dev, dtype)
+        else:
+            _CACHE[key] = load_wan(source, device)
+    return _CACHE[key]

@@ -1,0 +1,437 @@
+"""The codec's public API: encode a clip into a code, decode a code into frames, describe a code.
+
+Data flows video -> latents -> fit -> symbols -> bytes (`encode`) and back the mirror way (`decode`).
+Each step lives in its own module; this file only sequences them, pipeline-style:
+
+    encode: 1 backbone  2 read + convert clip  3 latents + caption  4 adapter  5 fit (stages 1-2)
+            6 quantise (+ rate control to a byte target)  7 write the code
+    decode: 1 parse the code  2 backbone (+ fingerprint check)  3 adapter with theta_hat
+            4 noise from the seed  5 sample  6 VAE decode
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import bitstream
+from .adapter import Adapter, AdapterConfig, dequantise, quantise, step_from_raw
+from .backbones import Backbone, Geometry, load_backbone
+from .bitstream import Code
+from .errors import BackboneError, LoraCodecError
+from .fit import FitConfig, Fitter, FitProgress
+from .sampling import Velocity, initial_noise, sample_ode, sigma_schedule
+
+NOISE_MODES = {"random": 0, "seed": 1}
+
+
+@dataclasses.dataclass
+class EncodeSettings:
+    """Everything a user can set for an encode. `None` means "the backbone's default".
+
+    fit_steps: total optimiser steps (split between stage 1 and 2 in the backbone's default ratio);
+    rate_lambda / target_kb: rate control (one or the other); sample_steps: the decoder's default
+    number of sampling steps stored in the code; seed: the decoder's noise seed and the fit's seed."""
+
+    model: str = "auto"
+    caption: str = ""
+    seed: int = 0
+    fit_steps: int | None = None
+    stage1_steps: int | None = None
+    stage2_steps: int | None = None
+    rate_lambda: float | None = None
+    target_kb: float | None = None
+    sample_steps: int | None = None
+    shift: float | None = None
+    guidance: float | None = None
+    noise_mode: str = "random"
+    rank: int | None = None
+    theta_length: int | None = None
+    proj_seed: int = 0
+    batch: int | None = None
+    lr1: float | None = None
+    lr2: float | None = None
+    start_seconds: float = 0.0
+    finetune_steps: int | None = None  # fine-tuning after a rate-control step change
+
+
+@dataclasses.dataclass
+class EncodeResult:
+    data: bytes
+    code: Code
+    report: dict
+    geometry: Geometry
+    frames: np.ndarray  # the clip as coded (uint8 [T, H, W, 3])
+    latents: torch.Tensor  # its normalised latents (CPU)
+    notes: list[str]
+
+
+@dataclasses.dataclass
+class DecodeResult:
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    fps: Fraction
+    code: Code
+    report: dict
+    latents: torch.Tensor
+
+
+def fit_config_for(backbone: Backbone, s: EncodeSettings) -> FitConfig:
+    d = backbone.defaults
+    stage1, stage2 = d.stage1_steps, d.stage2_steps
+    if s.fit_steps is not None:
+        if s.fit_steps < 1:
+            raise LoraCodecError("--steps must be >= 1")
+        frac = stage1 / max(1, stage1 + stage2)
+        stage1 = int(round(s.fit_steps * frac))
+        stage2 = s.fit_steps - stage1
+    if s.stage1_steps is not None:
+        stage1 = s.stage1_steps
+    if s.stage2_steps is not None:
+        stage2 = s.stage2_steps
+    ramp = min(d.ramp_steps, max(1, stage2))
+    return FitConfig(
+        stage1_steps=stage1,
+        stage2_steps=stage2,
+        lr1=s.lr1 if s.lr1 is not None else d.lr1,
+        lr2=s.lr2 if s.lr2 is not None else d.lr2,
+        batch=s.batch if s.batch is not None else d.batch,
+        rate_lambda=s.rate_lambda if s.rate_lambda is not None else d.rate_lambda,
+        ramp_steps=ramp,
+        noise_mode=s.noise_mode,
+        seed=s.seed,
+    )
+
+
+def adapter_config_for(backbone: Backbone, s: EncodeSettings) -> AdapterConfig:
+    d = backbone.defaults
+    rank = s.rank if s.rank is not None else d.rank
+    length = s.theta_length if s.theta_length is not None else d.theta_length
+    if not 1 <= rank <= 64:
+        raise LoraCodecError("rank must be in 1..64")
+    if not 1 <= length <= (1 << 24):
+        raise LoraCodecError("theta length must be in 1..16777216")
+    return AdapterConfig(rank=rank, theta_length=length, proj_seed=s.proj_seed)
+
+
+class EncodeSession:
+    """One clip being encoded. Holds the prepared latents, the adapter and the fitter so that a fit
+    can run in slices (the web app runs it across several GPU calls) and be saved and resumed.
+
+    Use: `session = EncodeSession.start(path, settings)`; `session.fit(...)` as often as wanted;
+    `session.finish()` -> EncodeResult; always `session.close()` (detaches the adapter)."""
+
+    def __init__(self, backbone: Backbone, settings: EncodeSettings, frames: np.ndarray, fps: Fraction,
+                 src: tuple[int, int, int], notes: list[str]):
+        from .video import video_to_tensor
+
+        self.backbone = backbone
+        self.settings = settings
+        self.notes = notes
+        self.fps = fps
+        self.src = src
+        self.frames = frames
+        self.geometry = Geometry(frames.shape[0], frames.shape[1], frames.shape[2])
+        backbone.check_geometry(self.geometry)
+        self.sample_steps = settings.sample_steps or backbone.defaults.sample_steps
+        self.shift = settings.shift if settings.shift is not None else backbone.defaults.shift
+        self.guidance = settings.guidance if settings.guidance is not None else backbone.defaults.guidance
+        # 3. latents and caption
+        self.latents = backbone.encode_video(video_to_tensor(frames))
+        self.text_emb = backbone.embed_caption(settings.caption)
+        # 4. adapter
+        self.adapter_config = adapter_config_for(backbone, settings)
+        self.fit_config = fit_config_for(backbone, settings)
+        self.adapter = Adapter(backbone.transformer, self.adapter_config, init_seed=settings.seed)
+        if backbone.gradient_checkpointing:
+            backbone.transformer.enable_gradient_checkpointing()
+        noise = initial_noise(settings.seed, tuple(self.latents.shape))
+        self.fitter = Fitter(self.adapter, self.latents, self.text_emb, self.fit_config, seed_noise=noise,
+                             device=backbone.device, dtype=backbone.dtype)
+        self._closed = False
+
+    # -- 1-2: start from a file ---------------------------------------------------------------
+    @classmethod
+    def start(cls, video, settings: EncodeSettings, *, backbone: Backbone | None = None, limits=None) -> "EncodeSession":
+        from .video import Clip, Limits, fit_to_geometry, read_video
+
+        backbone = backbone or load_backbone(settings.model)
+        if settings.caption is None:
+            settings.caption = ""
+        if len(settings.caption.encode("utf-8")) > 4096:
+            raise LoraCodecError("the caption is longer than 4096 bytes")
+        if isinstance(video, Clip):
+            clip = video
+        else:
+            clip = read_video(video, start_seconds=settings.start_seconds, max_frames=backbone.native.frames,
+                              limits=limits or Limits())
+        geom = backbone.coded_geometry(clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2])
+        frames = fit_to_geometry(clip.frames, geom.frames, geom.height, geom.width)
+        notes = list(clip.notes)
+        if geom.frames < clip.frames.shape[0]:
+            notes.append(f"coded {geom.frames} of {clip.frames.shape[0]} frames (4k+1, at most {backbone.native.frames})")
+        notes.append(f"coded geometry {geom.width}x{geom.height}, {geom.frames} frames at {float(clip.fps):.3g} fps "
+                     f"(source {clip.src_width}x{clip.src_height})")
+        return cls(backbone, settings, frames, clip.fps, (clip.src_width, clip.src_height, clip.src_frames), notes)
+
+    # -- 5: fit ---------------------------------------------------------------------------------
+    def fit(self, *, callback: Callable[[FitProgress], None] | None = None, max_steps: int | None = None,
+            max_seconds: float | None = None, should_stop: Callable[[], bool] | None = None) -> bool:
+        return self.fitter.run(callback=callback, max_steps=max_steps, max_seconds=max_seconds, should_stop=should_stop)
+
+    def extend(self, extra_steps: int) -> None:
+        """Keep improving: lengthen stage 2 by `extra_steps` (the fit is anytime)."""
+        self.fit_config.stage2_steps += int(extra_steps)
+
+    def save_state(self, path) -> None:
+        self.fitter.save(path, extra={"settings": dataclasses.asdict(self.settings)})
+
+    def load_state(self, path) -> None:
+        tensors, meta = Fitter.read_state(path)
+        saved = meta.get("extra", {}).get("settings", {})
+        cfg = meta.get("config", {})
+        # A resumed fit keeps the schedule it was started with (it may have been extended).
+        for key in ("stage1_steps", "stage2_steps"):
+            if key in cfg:
+                setattr(self.fit_config, key, max(int(cfg[key]), getattr(self.fit_config, key))
+                        if key == "stage2_steps" else int(cfg[key]))
+        if saved and saved.get("seed") != self.settings.seed:
+            raise LoraCodecError("the fit state was made with another --seed")
+        self.fitter.load_state(tensors, meta)
+
+    # -- 6-7: quantise and write -------------------------------------------------------------------
+    def make_code(self, symbols: np.ndarray, step: float, sections: dict | None = None) -> Code:
+        fps = Fraction(self.fps).limit_denominator(1 << 20)
+        return Code(
+            model=self.backbone.name,
+            fingerprint=self.backbone.fingerprint,
+            targets=tuple(self.adapter_config.targets),
+            rank=self.adapter_config.rank,
+            theta_length=self.adapter_config.theta_length,
+            proj_seed=self.adapter_config.proj_seed,
+            frames=self.geometry.frames,
+            height=self.geometry.height,
+            width=self.geometry.width,
+            fps_num=fps.numerator,
+            fps_den=fps.denominator,
+            src_width=self.src[0],
+            src_height=self.src[1],
+            src_frames=self.src[2],
+            noise_seed=self.settings.seed,
+            noise_mode=NOISE_MODES[self.settings.noise_mode],
+            steps=self.sample_steps,
+            shift=self.shift,
+            guidance=self.guidance,
+            caption=self.settings.caption,
+            step_size=step,
+            symbols=symbols,
+            sections=dict(sections or {}),
+        )
+
+    def code_bytes(self, step: float | None = None) -> bytes:
+        step = self.fitter.current_step_size() if step is None else step
+        return bitstream.write_code(self.make_code(quantise(self.adapter.theta, step), step))
+
+    def _set_step(self, step: float) -> None:
+        raw = math.log(math.expm1(step)) if step < 20 else step
+        with torch.no_grad():
+            self.fitter.raw_step.fill_(raw)
+
+    def hit_target(self, target_bytes: int, *, finetune_steps: int, callback=None) -> float:
+        """Rate control: choose the step size whose code lands in [0.9 T, T] bytes, fine-tune theta
+        briefly on that grid (step frozen), then re-check. Returns the step size."""
+        lo_bytes = int(math.floor(0.9 * target_bytes))
+
+        def size(step: float) -> int:
+            return len(self.code_bytes(step))
+
+        def search() -> float:
+            lo, hi = math.log(1e-6), math.log(1e3)  # log step; size falls as step grows
+            if size(math.exp(hi)) > target_bytes:
+                raise LoraCodecError(
+                    f"--target-kb {target_bytes / 1000:g} is below the smallest code for this clip and caption "
+                    f"({size(math.exp(hi))} bytes)")
+            best = None
+            for _ in range(60):
+                mid = 0.5 * (lo + hi)
+                n = size(math.exp(mid))
+                if n > target_bytes:
+                    lo = mid
+                else:
+                    hi = mid
+                    best = math.exp(mid)
+                    if n >= lo_bytes:
+                        break
+            step = best if best is not None else math.exp(hi)
+            return step_from_raw(math.log(math.expm1(step)) if step < 20 else step)
+
+        step = search()
+        if finetune_steps > 0:
+            self._set_step(step)
+            self.fitter.raw_step.requires_grad_(False)
+            try:
+                if self.fitter.stage == 1 or self.fitter.optimizer is None:
+                    self.fitter.step = max(self.fitter.step, self.fit_config.stage1_steps)
+                for _ in range(finetune_steps):
+                    progress = self.fitter.train_step()
+                    if callback is not None:
+                        callback(progress)
+            finally:
+                self.fitter.raw_step.requires_grad_(True)
+            step = search()
+        self._set_step(step)
+        return step
+
+    def finish(self, *, callback=None) -> EncodeResult:
+        """Quantise (with rate control if a target is set), write the code, report every byte."""
+        s = self.settings
+        step = self.fitter.current_step_size()
+        if s.target_kb is not None:
+            finetune = s.finetune_steps if s.finetune_steps is not None else max(5, self.fit_config.stage2_steps // 5)
+            step = self.hit_target(int(s.target_kb * 1000), finetune_steps=finetune, callback=callback)
+        symbols = quantise(self.adapter.theta, step)
+        code = self.make_code(symbols, step)
+        data = bitstream.write_code(code)
+        report = describe(data)
+        report.update(
+            steps=self.fitter.step,
+            fit_seconds=round(self.fitter.elapsed, 3),
+            final_mse=None if self.fitter.last is None else self.fitter.last.mse,
+            notes=list(self.notes),
+        )
+        return EncodeResult(data=data, code=code, report=report, geometry=self.geometry, frames=self.frames,
+                            latents=self.latents, notes=list(self.notes))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self.backbone.gradient_checkpointing:
+                self.backbone.transformer.disable_gradient_checkpointing()
+            restored = self.adapter.detach()
+            self.backbone.pipe.transformer = restored
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def encode(video, settings: EncodeSettings | None = None, *, callback=None, resume=None, save_state=None,
+           max_steps: int | None = None, backbone: Backbone | None = None, limits=None) -> EncodeResult | None:
+    """Encode a clip (path or `video.Clip`) into a code. Returns None when stopped early by
+    `max_steps` (the state is then written to `save_state`)."""
+    settings = settings or EncodeSettings()
+    with EncodeSession.start(video, settings, backbone=backbone, limits=limits) as session:
+        if resume is not None:
+            session.load_state(resume)
+        done = session.fit(callback=callback, max_steps=max_steps)
+        if save_state is not None:
+            session.save_state(save_state)
+        if not done:
+            return None
+        return session.finish(callback=callback)
+
+
+# -------------------------------------------------------------------------------------------------
+
+
+def describe(data: bytes | str) -> dict:
+    """`info`: sizes of every part of a code and what it holds (no backbone needed)."""
+    raw = bitstream.load_code_bytes(data)
+    code = bitstream.read_code(raw)
+    sizes = bitstream.size_report(raw)
+    seconds = code.frames * code.fps_den / code.fps_num
+    out = dict(sizes)
+    out.pop("section_bytes_by_tag", None)
+    out.update(
+        model=code.model,
+        fingerprint=code.fingerprint.hex(),
+        frames=code.frames,
+        height=code.height,
+        width=code.width,
+        fps=code.fps_num / code.fps_den,
+        src_width=code.src_width,
+        src_height=code.src_height,
+        src_frames=code.src_frames,
+        theta_length=code.theta_length,
+        rank=code.rank,
+        proj_seed=code.proj_seed,
+        targets=list(code.targets),
+        noise_seed=code.noise_seed,
+        noise_mode=[k for k, v in NOISE_MODES.items() if v == code.noise_mode][0] if code.noise_mode in NOISE_MODES.values() else code.noise_mode,
+        sample_steps=code.steps,
+        shift=code.shift,
+        guidance=code.guidance,
+        caption=code.caption,
+        step_size=code.step_size,
+        seconds=seconds,
+        kbytes_per_second=sizes["total_bytes"] / 1000 / seconds,
+        bits_per_pixel=sizes["total_bytes"] * 8 / (code.frames * code.height * code.width),
+    )
+    return out
+
+
+def attach_code_adapter(backbone: Backbone, code: Code) -> Adapter:
+    """The decoder's exact adapter for a code: structure from the code, theta_hat = q * s (float32, CPU)."""
+    if code.model != backbone.name:
+        raise BackboneError(f"this code was made with the '{code.model}' backbone; it cannot be decoded with '{backbone.name}'")
+    if code.fingerprint != backbone.fingerprint:
+        raise BackboneError(
+            f"this code was made with other '{code.model}' weights (fingerprint {code.fingerprint.hex()}, "
+            f"loaded {backbone.fingerprint.hex()}); decoding it would give garbage")
+    cfg = AdapterConfig(targets=tuple(code.targets), rank=code.rank, theta_length=code.theta_length,
+                        proj_seed=code.proj_seed)
+    adapter = Adapter(backbone.transformer, cfg)
+    adapter.set_theta(dequantise(code.symbols, code.step_size))
+    return adapter
+
+
+def decode(data: bytes | str, *, steps: int | None = None, caption: str | None = None, backbone: Backbone | None = None,
+           progress: Callable[[int, int], None] | None = None, sampler=None) -> DecodeResult:
+    """Decode a code (binary or text form) into frames. `steps` overrides the stored default,
+    `caption` the stored caption (editing). `sampler(velocity, noise, code) -> latents` replaces the
+    plain ODE (the refinement track uses it)."""
+    from .video import tensor_to_video
+
+    # 1. parse
+    raw = bitstream.load_code_bytes(data)
+    code = bitstream.read_code(raw)
+    # 2. backbone
+    if backbone is None:
+        backbone = load_backbone(code.model)
+    geom = Geometry(code.frames, code.height, code.width)
+    backbone.check_geometry(geom)
+    if steps is not None and not 1 <= steps <= 10000:
+        raise LoraCodecError("--steps must be in 1..10000")
+    steps = steps or code.steps
+    text = code.caption if caption is None else caption
+    t0 = time.perf_counter()
+    # 3. adapter
+    adapter = attach_code_adapter(backbone, code)
+    try:
+        emb = backbone.embed_caption(text)
+        uncond = backbone.embed_caption("") if code.guidance != 1.0 else None
+        velocity = Velocity(adapter.model, emb, guidance=code.guidance, uncond_emb=uncond, dtype=backbone.dtype,
+                            device=backbone.device)
+        # 4. noise  5. sample
+        noise = initial_noise(code.noise_seed, backbone.latent_shape(geom))
+        if sampler is not None:
+            latents = sampler(velocity, noise, code)
+        else:
+            latents = sample_ode(velocity, noise, sigma_schedule(steps, code.shift), progress=progress)
+    finally:
+        backbone.pipe.transformer = adapter.detach()
+    # 6. VAE decode
+    video = backbone.decode_latents(latents)
+    frames = tensor_to_video(video)
+    report = describe(raw)
+    report.update(decode_seconds=round(time.perf_counter() - t0, 3), decode_steps=steps, decode_caption=text)
+    return DecodeResult(frames=frames, fps=Fraction(code.fps_num, code.fps_den), code=code, report=report,
+                        latents=latents.cpu())

@@ -1,0 +1,362 @@
+"""The encoder's fitting loop: flow matching on one clip's latents, two stages, resumable.
+
+Written by hand because no library provides it: the loss, the stage switch with a learned
+quantisation step and a rate term, and an exactly resumable state are specific to this codec
+(METHOD.md section 2).
+
+* Stage 1: AdamW on theta only; loss = MSE(model(x_t, 1000 t), eps - x0), `x_t = (1-t) x0 + t eps`.
+* Stage 2: straight-through rounding of theta with a learned step `s = softplus(raw_s)`, plus a rate
+  proxy `-log2 p(theta/s + u)` under a small learned prior (a 3-component logistic mixture), weighted by
+  `lambda * ramp` with `ramp` rising linearly over `ramp_steps`.
+* Noise mode 'random' draws eps per sample (the paper); 'seed' uses the decoder's own initial noise
+  (METHOD.md section 8), which the decoder always starts from.
+
+The fit is anytime: `run()` can stop after any number of steps or seconds; `save()` writes the whole
+state (theta, step size, prior, optimiser, step counter, RNG) to a safetensors file (no pickle) and
+`Fitter.load()` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .adapter import Adapter, quantise, step_from_raw
+from .errors import LoraCodecError
+
+STATE_VERSION = 1
+
+
+@dataclasses.dataclass
+class FitConfig:
+    """Hyper-parameters of the fit (defaults come from the backbone; see `backbones.FitDefaults`).
+
+    Args:
+        stage1_steps / stage2_steps: optimiser steps per stage (stage 2 = quantisation + rate term).
+        lr1 / lr2: constant AdamW learning rates of the two stages.
+        weight_decay: AdamW weight decay on theta.
+        batch: samples (timesteps) per step.
+        rate_lambda: weight of the rate term (bits per theta entry).
+        ramp_steps: the rate weight ramps linearly from 0 over this many stage-2 steps.
+        init_raw_step: initial raw step; s = softplus(raw) (-2 -> 0.127).
+        noise_mode: 'random' (paper) or 'seed' (fit the decoder's own starting noise).
+        seed: seeds theta's initialisation and the fit's RNG (timesteps and noise).
+    """
+
+    stage1_steps: int = 150
+    stage2_steps: int = 100
+    lr1: float = 2e-3
+    lr2: float = 1.5e-3
+    weight_decay: float = 1e-4
+    batch: int = 1
+    rate_lambda: float = 5e-3
+    ramp_steps: int = 500
+    init_raw_step: float = -2.0
+    noise_mode: str = "random"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.noise_mode not in ("random", "seed"):
+            raise LoraCodecError(f"noise mode must be 'random' or 'seed', got '{self.noise_mode}'")
+        if self.stage1_steps < 0 or self.stage2_steps < 0 or self.batch < 1:
+            raise LoraCodecError("fit steps must be >= 0 and batch >= 1")
+        if self.rate_lambda < 0:
+            raise LoraCodecError("the rate weight (lambda) must be >= 0")
+
+    @property
+    def total_steps(self) -> int:
+        return self.stage1_steps + self.stage2_steps
+
+
+@dataclasses.dataclass
+class FitProgress:
+    """What the fit reports after each step (through the callback)."""
+
+    step: int
+    total: int
+    stage: int
+    loss: float
+    mse: float
+    bits_per_entry: float  # ideal bits per theta entry of the current symbols (empirical prior)
+    est_payload_bytes: int  # those bits as bytes (payload only)
+    step_size: float
+    elapsed: float
+
+
+class LogisticMixturePrior(torch.nn.Module):
+    """A differentiable univariate prior over integers (3 logistic components, 9 scalars).
+
+    Used only as the fit's rate proxy; the file stores the exact empirical histogram instead
+    (`entropy.py`), so no float prior is ever evaluated at decode time."""
+
+    def __init__(self, components: int = 3):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(components))
+        self.means = torch.nn.Parameter(torch.zeros(components))
+        self.log_scales = torch.nn.Parameter(torch.linspace(-0.5, 1.5, components))
+
+    def bits(self, y: torch.Tensor) -> torch.Tensor:
+        """-log2 P(bin of width 1 centred at y), elementwise."""
+        y = y.unsqueeze(-1)
+        inv = torch.exp(-self.log_scales)
+        upper = torch.sigmoid((y + 0.5 - self.means) * inv)
+        lower = torch.sigmoid((y - 0.5 - self.means) * inv)
+        w = torch.softmax(self.logits, dim=0)
+        p = ((upper - lower) * w).sum(-1)
+        return -torch.log2(p.clamp_min(1e-9))
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+class Fitter:
+    """Fits an adapter's theta to one clip's latents. See the module docstring for the method.
+
+    Args:
+        adapter: the UniLoRA adapter attached to the backbone transformer.
+        latents: normalised clip latents x0, [C, T, H, W] (float32).
+        text_emb: caption embedding [1, L, D] on the compute device.
+        config: `FitConfig`.
+        seed_noise: the decoder's initial noise (same shape as latents), used in 'seed' noise mode.
+        device / dtype: compute device and the transformer's dtype.
+    """
+
+    def __init__(self, adapter: Adapter, latents: torch.Tensor, text_emb: torch.Tensor, config: FitConfig, *,
+                 seed_noise: torch.Tensor | None = None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        self.adapter = adapter
+        self.cfg = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.x0 = latents.to(self.device, torch.float32)
+        self.text_emb = text_emb
+        self.seed_noise = None if seed_noise is None else seed_noise.to(self.device, torch.float32)
+        if config.noise_mode == "seed" and seed_noise is None:
+            raise LoraCodecError("noise mode 'seed' needs the decoder's initial noise")
+        self.data_digest = _digest(latents, text_emb.float())
+        self.gen = torch.Generator(device="cpu")
+        self.gen.manual_seed(config.seed)
+        self.raw_step = torch.nn.Parameter(torch.tensor(float(config.init_raw_step), device=self.device))
+        self.prior = LogisticMixturePrior().to(self.device)
+        self.step = 0
+        self.elapsed = 0.0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._opt_stage = 0
+        self.last: FitProgress | None = None
+
+    # -- stages ---------------------------------------------------------------------------------
+    @property
+    def stage(self) -> int:
+        return 1 if self.step < self.cfg.stage1_steps else 2
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.cfg.total_steps
+
+    def _ensure_optimizer(self) -> None:
+        stage = self.stage
+        if self.optimizer is not None and self._opt_stage == stage:
+            return
+        theta = self.adapter.theta
+        if stage == 1:
+            groups = [{"params": [theta], "lr": self.cfg.lr1, "weight_decay": self.cfg.weight_decay}]
+        else:
+            self.adapter.enable_quantiser(self.raw_step)
+            theta = self.adapter.theta
+            groups = [
+                {"params": [theta], "lr": self.cfg.lr2, "weight_decay": self.cfg.weight_decay},
+                {"params": [self.raw_step, *self.prior.parameters()], "lr": self.cfg.lr2 * 5, "weight_decay": 0.0},
+            ]
+        self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
+        self._opt_stage = stage
+
+    # -- one step -------------------------------------------------------------------------------
+    def _draw(self):
+        b = self.cfg.batch
+        t = torch.rand(b, generator=self.gen, dtype=torch.float32)
+        if self.cfg.noise_mode == "random":
+            eps = torch.randn((b, *self.x0.shape), generator=self.gen, dtype=torch.float32).to(self.device)
+        else:
+            eps = self.seed_noise.unsqueeze(0).expand(b, *self.x0.shape)
+        u = None
+        if self.stage == 2:
+            u = torch.rand(self.cfg_theta_length, generator=self.gen, dtype=torch.float32) - 0.5
+        return t.to(self.device), eps, u
+
+    @property
+    def cfg_theta_length(self) -> int:
+        return self.adapter.config.theta_length
+
+    def _rate_bits(self, u: torch.Tensor) -> torch.Tensor:
+        theta = self.adapter.theta
+        y = theta / F.softplus(self.raw_step) + u.to(theta.device)
+        return self.prior.bits(y).mean()
+
+    def train_step(self) -> FitProgress:
+        self._ensure_optimizer()
+        t0 = time.perf_counter()
+        t, eps, u = self._draw()
+        x0 = self.x0.unsqueeze(0).expand_as(eps)
+        tt = t.view(-1, 1, 1, 1, 1)
+        x_t = (1 - tt) * x0 + tt * eps
+        target = eps - x0
+        pred = self.adapter(hidden_states=x_t.to(self.dtype), timestep=t * 1000.0,
+                            encoder_hidden_states=self.text_emb.expand(t.shape[0], -1, -1),
+                            return_dict=False)[0].float()
+        mse = F.mse_loss(pred, target)
+        loss = mse
+        if self.stage == 2:
+            k = self.step - self.cfg.stage1_steps
+            ramp = min(1.0, (k + 1) / max(1, self.cfg.ramp_steps))
+            loss = mse + self.cfg.rate_lambda * ramp * self._rate_bits(u)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.elapsed += time.perf_counter() - t0
+        self.last = self._progress(float(loss.detach()), float(mse.detach()))
+        return self.last
+
+    def current_step_size(self) -> float:
+        return step_from_raw(self.raw_step.detach().cpu())
+
+    def symbols(self) -> np.ndarray:
+        return quantise(self.adapter.theta, self.current_step_size())
+
+    def _progress(self, loss: float, mse: float) -> FitProgress:
+        from .entropy import ideal_bits
+
+        q = self.symbols()
+        bits = ideal_bits(q)
+        return FitProgress(
+            step=self.step, total=self.cfg.total_steps, stage=self.stage if not self.done else 2,
+            loss=loss, mse=mse, bits_per_entry=bits / max(1, q.size), est_payload_bytes=int(math.ceil(bits / 8)),
+            step_size=self.current_step_size(), elapsed=self.elapsed,
+        )
+
+    def run(self, *, callback: Callable[[FitProgress], None] | None = None, max_steps: int | None = None,
+            max_seconds: float | None = None, should_stop: Callable[[], bool] | None = None) -> bool:
+        """Fit until done, or until `max_steps` more steps / `max_seconds` / `should_stop()`.
+        Returns True when the whole schedule is done."""
+        start = time.perf_counter()
+        n = 0
+        while not self.done:
+            if max_steps is not None and n >= max_steps:
+                break
+            if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                break
+            if should_stop is not None and should_stop():
+                break
+            progress = self.train_step()
+            n += 1
+            if callback is not None:
+                callback(progress)
+        return self.done
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors = {
+            "theta": self.adapter.theta.detach().cpu().clone(),
+            "raw_step": self.raw_step.detach().cpu().clone().reshape(1),
+            "rng": self.gen.get_state().clone(),
+        }
+        for name, p in self.prior.named_parameters():
+            tensors[f"prior.{name}"] = p.detach().cpu().clone()
+        opt_meta = None
+        if self.optimizer is not None:
+            sd = self.optimizer.state_dict()
+            for idx, st in sd["state"].items():
+                for key, val in st.items():
+                    tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val).detach().cpu().clone().reshape(-1)
+            opt_meta = [{k: v for k, v in g.items() if k != "params"} | {"params": list(g["params"])}
+                        for g in sd["param_groups"]]
+        meta = {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "opt_stage": self._opt_stage if self.optimizer is not None else 0,
+            "opt_groups": opt_meta,
+            "config": dataclasses.asdict(self.cfg),
+            "adapter": dataclasses.asdict(self.adapter.config),
+            "data_digest": self.data_digest,
+        }
+        return tensors, meta
+
+    def save(self, path, extra: dict | None = None) -> None:
+        """Write the whole fit state to `path` (safetensors; metadata as JSON)."""
+        from safetensors.torch import save_file
+
+        tensors, meta = self.state_tensors()
+        meta["extra"] = extra or {}
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"lora_codec": json.dumps(meta)})
+
+    @staticmethod
+    def read_state(path) -> tuple[dict[str, torch.Tensor], dict]:
+        """Read a state file (safetensors only: no pickle), checking its version."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {}).get("lora_codec", "null"))
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
+            raise LoraCodecError(f"not a lora_codec fit state: {path} ({str(exc).splitlines()[0][:120]})") from None
+        if not isinstance(meta, dict) or meta.get("version") != STATE_VERSION:
+            raise LoraCodecError(f"{path} is not a lora_codec fit state of version {STATE_VERSION}")
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore a saved state into this fitter (built for the same clip, caption and settings)."""
+        if meta.get("data_digest") != self.data_digest:
+            raise LoraCodecError("the fit state was made for another clip, caption or geometry; it cannot resume this one")
+        if meta.get("adapter") != json.loads(json.dumps(dataclasses.asdict(self.adapter.config))):
+            raise LoraCodecError("the fit state was made with other adapter settings (rank, theta length, seed)")
+        self.step = int(meta["step"])
+        self.elapsed = float(meta.get("elapsed", 0.0))
+        with torch.no_grad():
+            self.raw_step.copy_(tensors["raw_step"].reshape(()))
+            for name, p in self.prior.named_parameters():
+                p.copy_(tensors[f"prior.{name}"])
+        self.adapter.set_theta(tensors["theta"])
+        self.gen.set_state(tensors["rng"])
+        self.optimizer = None
+        if meta.get("opt_stage"):
+            # Rebuild the optimiser of the saved stage, then load its moments and step counts.
+            self._ensure_optimizer()
+            if self._opt_stage != meta["opt_stage"]:
+                raise LoraCodecError("the fit state is inconsistent (optimiser stage)")
+            sd = self.optimizer.state_dict()
+            state = {}
+            for key, val in tensors.items():
+                if key.startswith("opt."):
+                    _, idx, name = key.split(".", 2)
+                    state.setdefault(int(idx), {})[name] = val.reshape(() if name == "step" else -1)
+            for idx, st in state.items():
+                pshape = self._param_by_index(int(idx)).shape
+                for name in ("exp_avg", "exp_avg_sq"):
+                    if name in st:
+                        st[name] = st[name].reshape(pshape).to(self.device)
+            groups = sd["param_groups"]
+            for g, saved in zip(groups, meta["opt_groups"]):
+                for k, v in saved.items():
+                    if k != "params":
+                        g[k] = v
+            self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+    def _param_by_index(self, idx: int) -> torch.Tensor:
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        return params[idx]
