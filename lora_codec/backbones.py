@@ -351,9 +351,10 @@ def build_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.fl
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
     for m in (transformer, vae, text_encoder):
         m.eval().requires_grad_(False)
-    transformer.to(device, dtype)
-    vae.to(device, torch.float32)
-    text_encoder.to(device, torch.float32)
+    if device.type != "cpu" or dtype != torch.float32:  # avoid a no-op cast (diffusers warns on it)
+        transformer.to(device, dtype)
+        vae.to(device)
+        text_encoder.to(device)
     pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer)
     return Backbone(
         name=TINY_NAME,

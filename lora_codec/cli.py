@@ -1,0 +1,251 @@
+"""Command line: `python -m lora_codec encode|decode|info ...`.
+
+User errors (missing file, not a video, corrupt code, other backbone, missing weights) exit 2 with
+one line on stderr and no traceback; `--json` prints one JSON object on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .errors import LoraCodecError
+
+EXIT_USER_ERROR = 2
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def _print_json(obj) -> None:
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    print(json.dumps(clean(obj), default=_json_default))
+
+
+def _progress_bar(total: int, desc: str, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+def cmd_encode(args) -> int:
+    from . import codec
+
+    src = Path(args.input)
+    if not src.exists():
+        raise LoraCodecError(f"no such file: {src}")
+    settings = codec.EncodeSettings(
+        model=args.model, caption=args.caption or "", seed=args.seed, fit_steps=args.steps,
+        rate_lambda=args.rate_lambda, target_kb=args.target_kb, sample_steps=args.sample_steps,
+        noise_mode=args.noise_mode, rank=args.rank, theta_length=args.theta_length, proj_seed=args.proj_seed,
+        batch=args.batch, start_seconds=args.start,
+    )
+    out = Path(args.output)
+    state_path = Path(args.save_state) if args.save_state else out.with_name(out.name + ".state")
+    quiet = args.json or args.quiet
+    with codec.EncodeSession.start(src, settings) as session:
+        for note in session.notes:
+            if not quiet:
+                print(f"note: {note}", file=sys.stderr)
+        if session.backbone.is_tiny and not quiet:
+            print("note: " + session.backbone.describe(), file=sys.stderr)
+        if args.resume:
+            session.load_state(args.resume)
+        bar = _progress_bar(session.fit_config.total_steps, "fitting", disable=quiet)
+        bar.update(session.fitter.step)
+
+        def on_step(p):
+            bar.n = min(p.step, bar.total)
+            bar.set_postfix(stage=p.stage, loss=f"{p.loss:.4f}", kB=f"{p.est_payload_bytes / 1000:.2f}", refresh=False)
+            bar.refresh()
+
+        interrupted = {"flag": False}
+
+        def stop():
+            return interrupted["flag"]
+
+        def on_sigint(signum, frame):
+            interrupted["flag"] = True
+
+        old = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            done = session.fit(callback=on_step, max_steps=args.stop_after, should_stop=stop)
+        finally:
+            signal.signal(signal.SIGINT, old)
+            bar.close()
+        if not done:
+            session.save_state(state_path)
+            msg = {"stopped": True, "state": str(state_path), "steps": session.fitter.step,
+                   "total_steps": session.fit_config.total_steps}
+            if args.json:
+                _print_json(msg)
+            else:
+                print(f"stopped after {session.fitter.step}/{session.fit_config.total_steps} steps; "
+                      f"resume with --resume {state_path}", file=sys.stderr)
+            return 0
+        if args.save_state:
+            session.save_state(state_path)
+        result = session.finish()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(result.data)
+    if args.text:
+        from .bitstream import to_text
+
+        Path(args.text).write_text(to_text(result.data) + "\n")
+    report = dict(result.report)
+    report["output"] = str(out)
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"wrote {out}: {report['total_bytes']} bytes ({report['kbytes_per_second']:.2f} kB/s, "
+              f"{report['bits_per_pixel']:.5f} bpp); {report['steps']} fit steps in {report['fit_seconds']:.1f} s")
+    return 0
+
+
+def _read_code_arg(path: str) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise LoraCodecError(f"no such file: {p}")
+    from .bitstream import MAX_CODE_BYTES
+
+    if p.stat().st_size > MAX_CODE_BYTES * 2:
+        raise LoraCodecError(f"{p} is too large to be a code ({p.stat().st_size} bytes)")
+    from .bitstream import load_code_bytes
+
+    return load_code_bytes(p.read_bytes())
+
+
+def cmd_decode(args) -> int:
+    from . import codec
+    from .video import write_video
+
+    data = _read_code_arg(args.input)
+    quiet = args.json or args.quiet
+    bar = None
+
+    def progress(i, n):
+        nonlocal bar
+        if bar is None:
+            bar = _progress_bar(n, "sampling", disable=quiet)
+        bar.n = i
+        bar.refresh()
+
+    kwargs = {}
+    refine = getattr(args, "refine", None)
+    if refine is not None:
+        kwargs["refine"] = refine
+    try:
+        result = codec.decode(data, steps=args.steps, caption=args.caption, progress=progress, **kwargs)
+    finally:
+        if bar is not None:
+            bar.close()
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, result.frames, result.fps)
+    report = dict(result.report)
+    report["output"] = str(out)
+    if args.json:
+        _print_json(report)
+    else:
+        if result.code.model == "tiny":
+            print("note: decoded with the tiny backbone (no visual knowledge): the frames are not a meaningful "
+                  "reconstruction", file=sys.stderr)
+        print(f"wrote {out}: {result.frames.shape[0]} frames {result.frames.shape[2]}x{result.frames.shape[1]} "
+              f"in {report['decode_seconds']:.1f} s")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .codec import describe
+
+    info = describe(_read_code_arg(args.input))
+    if args.json:
+        _print_json(info)
+    else:
+        for key, val in info.items():
+            print(f"{key:>20}: {val}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lora_codec",
+                                description="Video compression as adaptation of a frozen video diffusion model.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("encode", help="fit a code to a clip")
+    e.add_argument("input", help="a video file (anything PyAV can open)")
+    e.add_argument("-o", "--output", required=True, help="the code file to write (.vov)")
+    e.add_argument("--model", default="auto", help="auto (default: Wan on CUDA, else tiny), tiny, wan2.1-t2v-1.3b")
+    e.add_argument("--steps", type=int, default=None, help="total fit steps (default: the backbone's)")
+    rate = e.add_mutually_exclusive_group()
+    rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="rate weight")
+    rate.add_argument("--target-kb", type=float, default=None, help="final code size in kB (1000 bytes); lands in [0.9, 1] x target")
+    e.add_argument("--caption", default="", help="caption the model is conditioned on (stored in the code)")
+    e.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
+    e.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
+    e.add_argument("--noise-mode", choices=["random", "seed"], default="random",
+                   help="fit on random noise (paper) or on the decoder's own seed noise")
+    e.add_argument("--rank", type=int, default=None)
+    e.add_argument("--theta-length", type=int, default=None)
+    e.add_argument("--proj-seed", type=int, default=0)
+    e.add_argument("--batch", type=int, default=None)
+    e.add_argument("--start", type=float, default=0.0, help="start time in the clip (seconds)")
+    e.add_argument("--resume", default=None, help="continue a fit from its saved state file")
+    e.add_argument("--save-state", default=None, help="where to write the fit state (default OUTPUT.state when stopped)")
+    e.add_argument("--stop-after", type=int, default=None, help="stop after this many steps and save the state")
+    e.add_argument("--text", default=None, help="also write the code's one-line text form to this file")
+    e.add_argument("--json", action="store_true")
+    e.add_argument("-q", "--quiet", action="store_true")
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="regenerate a clip from a code")
+    d.add_argument("input", help="a code file (.vov) or its text form")
+    d.add_argument("-o", "--output", required=True, help="the mp4 to write")
+    d.add_argument("--steps", type=int, default=None, help="sampling steps (default: stored in the code)")
+    d.add_argument("--caption", default=None, help="decode with another caption (editing)")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_decode)
+
+    i = sub.add_parser("info", help="describe a code")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
+    for noisy in ("diffusers", "transformers", "peft"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LoraCodecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

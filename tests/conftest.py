@@ -1,0 +1,56 @@
+"""Shared fixtures. Everything runs offline on the CPU with the tiny backbone."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub call would hang ~50 s before failing
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from fractions import Fraction  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "bigbuckbunny_2s.mp4"
+
+
+def synthetic_frames(frames=17, height=72, width=128, seed=0) -> np.ndarray:
+    """A smooth moving pattern (uint8 RGB) - compressible, deterministic."""
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 6.28, size=3)
+    t = np.arange(frames)[:, None, None]
+    y = np.linspace(-1, 1, height)[None, :, None]
+    x = np.linspace(-1, 1, width)[None, None, :]
+    chans = [np.sin(3 * x + 0.3 * t + phase[0] + 0 * y), np.cos(2 * y - 0.2 * t + phase[1] + 0 * x),
+             np.sin(4 * x * y + 0.1 * t + phase[2])]
+    img = (np.stack(chans, -1) * 0.45 + 0.5) * 255
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from lora_codec.backbones import load_backbone
+
+    return load_backbone("tiny")
+
+
+@pytest.fixture(scope="session")
+def clip_path(tmp_path_factory) -> Path:
+    from lora_codec.video import write_video
+
+    path = tmp_path_factory.mktemp("clips") / "synthetic.mp4"
+    write_video(path, synthetic_frames(), Fraction(16))
+    return path
+
+
+FAST = dict(fit_steps=24, sample_steps=4)
+
+
+@pytest.fixture(scope="session")
+def encoded(clip_path, tiny):
+    """One small encode shared by several tests."""
+    from lora_codec.codec import EncodeSettings, encode
+
+    settings = EncodeSettings(model="tiny", caption="a test pattern", seed=3, **FAST)
+    return encode(clip_path, settings, backbone=tiny)
