@@ -131,12 +131,20 @@ class Fitter:
         config: `FitConfig`.
         seed_noise: the decoder's initial noise (same shape as latents), used in 'seed' noise mode.
         device / dtype: compute device and the transformer's dtype.
+        grad_sync: data-parallel fitting of one clip: called with the list of trainable tensors after
+            each backward, it must replace their `.grad` by the mean over all ranks (e.g.
+            `torch.distributed.all_reduce`). Each rank draws its own timesteps/noise (RNG seeded with
+            `seed` and `rank`), so N ranks x batch B act as one batch of N*B.
+        rank: this process's rank for the RNG stream (0 when not distributed).
     """
 
     def __init__(self, adapter: Adapter, latents: torch.Tensor, text_emb: torch.Tensor, config: FitConfig, *,
                  seed_noise: torch.Tensor | None = None, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, grad_sync: Callable[[list], None] | None = None,
+                 rank: int = 0):
         self.adapter = adapter
+        self.grad_sync = grad_sync
+        self.rank = int(rank)
         self.cfg = config
         self.device = torch.device(device)
         self.dtype = dtype
@@ -147,7 +155,7 @@ class Fitter:
             raise LoraCodecError("noise mode 'seed' needs the decoder's initial noise")
         self.data_digest = _digest(latents, text_emb.float())
         self.gen = torch.Generator(device="cpu")
-        self.gen.manual_seed(config.seed)
+        self.gen.manual_seed(config.seed + 1_000_003 * self.rank)
         self.raw_step = torch.nn.Parameter(torch.tensor(float(config.init_raw_step), device=self.device))
         self.prior = LogisticMixturePrior().to(self.device)
         self.step = 0
@@ -223,6 +231,12 @@ class Fitter:
             loss = mse + self.cfg.rate_lambda * ramp * self._rate_bits(u)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_sync is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self.grad_sync(params)
         self.optimizer.step()
         self.step += 1
         self.elapsed += time.perf_counter() - t0
