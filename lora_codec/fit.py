@@ -164,6 +164,14 @@ class Fitter:
         self._opt_stage = 0
         self.last: FitProgress | None = None
 
+    def set_distributed(self, grad_sync: Callable[[list], None] | None, rank: int) -> None:
+        """Make this fit one rank of a data-parallel fit (before the first step; see `grad_sync`)."""
+        if self.step != 0:
+            raise LoraCodecError("data-parallel fitting must be set up before the first step")
+        self.grad_sync = grad_sync
+        self.rank = int(rank)
+        self.gen.manual_seed(self.cfg.seed + 1_000_003 * self.rank)
+
     # -- stages ---------------------------------------------------------------------------------
     @property
     def stage(self) -> int:
