@@ -176,11 +176,20 @@ class Backbone:
         )
 
     def check_geometry(self, geom: Geometry) -> None:
+        """Refuse a geometry this backbone does not code (before any allocation): frames 4k+1 up to the
+        native length, and the native size or its portrait transpose."""
         mult = self.scale_spatial * 2  # VAE 8x then patch 2x
-        if (geom.frames - 1) % self.scale_temporal or geom.frames < 1:
+        if geom.frames < 1 or (geom.frames - 1) % self.scale_temporal:
             raise BackboneError(f"frames must be 4k+1, got {geom.frames}")
+        if geom.frames > self.native.frames:
+            raise BackboneError(f"{geom.frames} frames is more than the {self.name} backbone codes ({self.native.frames})")
         if geom.height % mult or geom.width % mult or geom.height < mult or geom.width < mult:
             raise BackboneError(f"height and width must be positive multiples of {mult}, got {geom.height}x{geom.width}")
+        sizes = {(self.native.height, self.native.width), (self.native.width, self.native.height)}
+        if (geom.height, geom.width) not in sizes:
+            raise BackboneError(
+                f"{geom.width}x{geom.height} is not a size the {self.name} backbone codes "
+                f"({self.native.width}x{self.native.height} or {self.native.height}x{self.native.width})")
 
     # -- latents ----------------------------------------------------------------------------------
     def _latent_stats(self, device, dtype):
