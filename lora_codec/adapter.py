@@ -21,10 +21,13 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from .backbones import DEFAULT_TARGETS
-from .errors import LoraCodecError
+from .errors import LimitError, LoraCodecError
 
 ADAPTER_NAME = "default"
 INIT_BOUND = 0.02  # theta starts uniform in +-0.02 (METHOD.md)
+# Codec limits, checked before anything is allocated (a code from a stranger can ask for more).
+MAX_RANK = 16
+MAX_THETA_LENGTH = 1 << 21
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +81,10 @@ class Adapter:
         from peft import get_peft_model
         from peft.tuners.unilora.layer import UniLoraLayer
 
+        if not 1 <= config.rank <= MAX_RANK:
+            raise LimitError(f"adapter rank {config.rank} is outside 1..{MAX_RANK}")
+        if not 1 <= config.theta_length <= MAX_THETA_LENGTH:
+            raise LimitError(f"theta length {config.theta_length} is outside 1..{MAX_THETA_LENGTH}")
         self.config = config
         # peft draws theta's initial values from torch's global RNG: seed it for reproducible fits.
         state = torch.random.get_rng_state()
