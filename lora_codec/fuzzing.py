@@ -1,0 +1,83 @@
+"""Generators of hostile code inputs, shared by the fast fuzz tests and the long fuzz script.
+
+Each generator yields (kind, data) where data is bytes or str; every one of them must end in a
+`LoraCodecError` with a message (or a valid `Code`, for inputs that happen to be well formed),
+within a time and memory bound. See docs/SECURITY.md."""
+
+from __future__ import annotations
+
+import random
+import struct
+import zlib
+
+import numpy as np
+
+from .bitstream import Code, to_text, write_code
+
+
+def sample_code(seed: int = 0, theta_length: int = 2048, model: str = "tiny", fingerprint: bytes = bytes(8),
+                sections: dict | None = None) -> bytes:
+    """A well-formed code with Laplace symbols (no backbone needed)."""
+    rng = np.random.default_rng(seed)
+    symbols = np.round(rng.laplace(0, 1.5, size=theta_length)).astype(np.int32)
+    return write_code(Code(
+        model=model, fingerprint=fingerprint, targets=("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
+                                                       "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0"),
+        rank=1, theta_length=theta_length, proj_seed=0, frames=17, height=64, width=112, fps_num=16, fps_den=1,
+        src_width=320, src_height=180, src_frames=33, noise_seed=seed, noise_mode=0, steps=20, shift=3.0,
+        guidance=1.0, caption="a hostile world", step_size=0.1, symbols=symbols, sections=dict(sections or {}),
+    ))
+
+
+def with_crc(body: bytes) -> bytes:
+    """`body` (everything but the CRC) with a valid CRC32 appended: gets past the integrity check."""
+    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def hostile_inputs(valid: bytes, count: int, seed: int = 0):
+    """`count` hostile variants of `valid`, cycling through the kinds."""
+    rng = random.Random(seed)
+    body = valid[:-4]
+    text = to_text(valid)
+    kinds = ("random", "truncate", "bitflip", "crc_ok_mutation", "crc_ok_varint", "text_bad_chars", "text_truncate",
+             "version", "prefix_garbage")
+    n_trunc = 0
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        if kind == "random":
+            n = rng.choice([0, 1, 3, 4, 8, 16, 64, 300, 2000])
+            data = bytes(rng.getrandbits(8) for _ in range(n))
+            if rng.random() < 0.5:
+                data = b"VOV\x01" + data
+        elif kind == "truncate":
+            data = valid[: n_trunc % len(valid)]
+            n_trunc += 1
+        elif kind == "bitflip":
+            b = bytearray(valid)
+            for _ in range(rng.choice([1, 1, 2, 8])):
+                pos = rng.randrange(len(b))
+                b[pos] ^= 1 << rng.randrange(8)
+            data = bytes(b)
+        elif kind == "crc_ok_mutation":
+            b = bytearray(body)
+            for _ in range(rng.choice([1, 2, 4])):
+                pos = rng.randrange(4, len(b))
+                b[pos] = rng.getrandbits(8)
+            data = with_crc(bytes(b))
+        elif kind == "crc_ok_varint":
+            # splice a huge varint (absurd length / range) at a random field position, CRC fixed up
+            pos = rng.randrange(4, min(len(body), 80))
+            huge = bytes([0xFF] * rng.choice([4, 8, 9, 10, 12]) + [0x7F])
+            data = with_crc(body[:pos] + huge + body[pos + rng.choice([0, 1, 2]):])
+        elif kind == "text_bad_chars":
+            t = list(text)
+            for _ in range(rng.choice([1, 3])):
+                t[rng.randrange(5, len(t))] = rng.choice("!@#$%^&*()[]{}<>?\\\"'é\x00\u2603 ")
+            data = "".join(t)
+        elif kind == "text_truncate":
+            data = text[: rng.randrange(0, len(text))]
+        elif kind == "version":
+            data = with_crc(body[:3] + bytes([rng.choice([0, 2, 3, 99, 255])]) + body[4:])
+        else:
+            data = rng.choice(["vov2:", "VOV1:", "vov1", "", "   ", "vov1:" + "A" * rng.randrange(1, 50)])
+        yield kind, data

@@ -1,0 +1,76 @@
+"""Fast slice of the code-parser fuzzing (the long run: scripts/fuzz_codes.py).
+
+Every hostile input ends in the project's own error type with a message, quickly and without large
+allocations; none reaches torch."""
+
+import time
+import tracemalloc
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lora_codec.bitstream import load_code_bytes, read_code
+from lora_codec.errors import LoraCodecError
+from lora_codec.fuzzing import hostile_inputs, sample_code, with_crc
+
+VALID = sample_code(seed=1)
+
+
+def parse(data):
+    return read_code(load_code_bytes(data))
+
+
+def test_every_truncation_and_generated_hostile_input():
+    counts = {}
+    tracemalloc.start()
+    try:
+        for kind, data in hostile_inputs(VALID, 3000, seed=7):
+            t0 = time.perf_counter()
+            try:
+                parse(data)
+                outcome = "parsed"
+            except LoraCodecError as exc:
+                assert str(exc), kind
+                outcome = "refused"
+            assert time.perf_counter() - t0 < 1.0, kind
+            counts[(kind, outcome)] = counts.get((kind, outcome), 0) + 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, peak  # nothing near the 64 MiB cap, let alone a huge allocation
+    # truncations, wrong versions and bad text never parse
+    assert not any(k in ("truncate", "version", "text_truncate", "prefix_garbage") and o == "parsed" for k, o in counts)
+    for n in range(len(VALID)):
+        with pytest.raises(LoraCodecError):
+            parse(VALID[:n])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096))
+def test_random_bytes(data):
+    try:
+        parse(data)
+    except LoraCodecError as exc:
+        assert str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=600))
+def test_random_text(text):
+    try:
+        parse(text)
+    except LoraCodecError as exc:
+        assert str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(4, len(VALID) - 5), st.binary(min_size=1, max_size=12))
+def test_valid_crc_around_arbitrary_fields(pos, blob):
+    data = with_crc(VALID[:pos] + blob + VALID[pos + len(blob):-4])
+    try:
+        code = parse(data)
+    except LoraCodecError as exc:
+        assert str(exc)
+    else:  # well formed after all: its declared sizes are within the format's limits
+        assert code.symbols.size == code.theta_length <= 1 << 24
