@@ -55,6 +55,8 @@ def cmd_encode(args) -> int:
         rate_lambda=args.rate_lambda, target_kb=args.target_kb, sample_steps=args.sample_steps,
         noise_mode=args.noise_mode, rank=args.rank, theta_length=args.theta_length, proj_seed=args.proj_seed,
         batch=args.batch, start_seconds=args.start,
+        refine_n=args.refine_n, refine_steps=args.refine_steps, refine_select=args.refine_select,
+        refine_indexed=args.refine_indexed,
     )
     out = Path(args.output)
     state_path = Path(args.save_state) if args.save_state else out.with_name(out.name + ".state")
@@ -101,7 +103,20 @@ def cmd_encode(args) -> int:
             return 0
         if args.save_state:
             session.save_state(state_path)
-        result = session.finish()
+        rbar = None
+
+        def on_refine(i, n):
+            nonlocal rbar
+            if rbar is None:
+                rbar = _progress_bar(n, "refinement track", disable=quiet)
+            rbar.n = i
+            rbar.refresh()
+
+        try:
+            result = session.finish(progress=on_refine)
+        finally:
+            if rbar is not None:
+                rbar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.data)
     if args.text:
@@ -115,6 +130,9 @@ def cmd_encode(args) -> int:
     else:
         print(f"wrote {out}: {report['total_bytes']} bytes ({report['kbytes_per_second']:.2f} kB/s, "
               f"{report['bits_per_pixel']:.5f} bpp); {report['steps']} fit steps in {report['fit_seconds']:.1f} s")
+        if report.get("refine_n"):
+            print(f"refinement track: {report['refine_bytes']} bytes ({report['refine_bits']} index bits, "
+                  f"N = {report['refine_n']}, {report['refine_steps']} steps) in {report['refine_seconds']:.1f} s")
     return 0
 
 
@@ -166,8 +184,10 @@ def cmd_decode(args) -> int:
         if result.code.model == "tiny":
             print("note: decoded with the tiny backbone (no visual knowledge): the frames are not a meaningful "
                   "reconstruction", file=sys.stderr)
+        replayed = report.get("decode_refined_steps") or 0
+        track = f", replaying {replayed} refinement-track steps" if replayed else ""
         print(f"wrote {out}: {result.frames.shape[0]} frames {result.frames.shape[2]}x{result.frames.shape[1]} "
-              f"in {report['decode_seconds']:.1f} s")
+              f"in {report['decode_seconds']:.1f} s ({report['decode_steps']} sampling steps{track})")
     return 0
 
 
@@ -210,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--save-state", default=None, help="where to write the fit state (default OUTPUT.state when stopped)")
     e.add_argument("--stop-after", type=int, default=None, help="stop after this many steps and save the state")
     e.add_argument("--text", default=None, help="also write the code's one-line text form to this file")
+    e.add_argument("--refine-n", type=int, default=None, metavar="N",
+                   help="record a refinement track: best of N candidate noises per step (N a power of two, 2..65536; "
+                        "log2 N bits per indexed step)")
+    e.add_argument("--refine-steps", type=int, default=None, metavar="S",
+                   help="sampling steps of the schedule the track is recorded on (default: --sample-steps)")
+    e.add_argument("--refine-select", choices=["gumbel", "greedy"], default="gumbel",
+                   help="choose candidates by Gumbel-max sampling of the importance weights (default) or greedily")
+    e.add_argument("--refine-indexed", default=None, metavar="START:STOP",
+                   help="steps that carry an index (Python slice of 0..S-1; default all but the last, ':-1')")
     e.add_argument("--json", action="store_true")
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=cmd_encode)
@@ -219,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help="the mp4 to write")
     d.add_argument("--steps", type=int, default=None, help="sampling steps (default: stored in the code)")
     d.add_argument("--caption", default=None, help="decode with another caption (editing)")
+    d.add_argument("--refine", default=None, metavar="all|none|K",
+                   help="refinement track: replay all of it (default), none (plain ODE with --steps), or its first "
+                        "K indexed steps then the ODE on the same schedule")
     d.add_argument("--json", action="store_true")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_decode)

@@ -4,14 +4,16 @@ Data flows video -> latents -> fit -> symbols -> bytes (`encode`) and back the m
 Each step lives in its own module; this file only sequences them, pipeline-style:
 
     encode: 1 backbone  2 read + convert clip  3 latents + caption  4 adapter  5 fit (stages 1-2)
-            6 quantise (+ rate control to a byte target)  7 write the code
+            6 quantise (+ rate control to a byte target)  6b optional refinement track (refine.py)
+            7 write the code
     decode: 1 parse the code  2 backbone (+ fingerprint check)  3 adapter with theta_hat
-            4 noise from the seed  5 sample  6 VAE decode
+            4 noise from the seed  5 sample (plain ODE, or replay of the refinement track)  6 VAE decode
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from fractions import Fraction
@@ -21,7 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import bitstream
+from . import bitstream, refine
+from . import refine as _refine_mod  # `decode` has a parameter named `refine`
 from .adapter import Adapter, AdapterConfig, dequantise, quantise, step_from_raw
 from .backbones import Backbone, Geometry, load_backbone
 from .bitstream import Code
@@ -60,6 +63,11 @@ class EncodeSettings:
     lr2: float | None = None
     start_seconds: float = 0.0
     finetune_steps: int | None = None  # fine-tuning after a rate-control step change
+    # refinement track (METHOD.md section 5; refine.py): None = no track
+    refine_n: int | None = None  # candidates per step, a power of two in 2..65536
+    refine_steps: int | None = None  # the schedule the track is recorded on (default: sample_steps)
+    refine_select: str = "gumbel"  # 'gumbel' (sample by the importance weights) or 'greedy' (argmax)
+    refine_indexed: str | tuple[int, int] | None = None  # steps carrying an index, 'START:STOP' (default all but the last)
 
 
 @dataclasses.dataclass
@@ -71,6 +79,47 @@ class EncodeResult:
     frames: np.ndarray  # the clip as coded (uint8 [T, H, W, 3])
     latents: torch.Tensor  # its normalised latents (CPU)
     notes: list[str]
+    refined_latents: torch.Tensor | None = None  # the refinement track's final latents (CPU), if recorded
+
+
+@dataclasses.dataclass(frozen=True)
+class RefinePlan:
+    """A validated refinement-track request (see `refine_plan`)."""
+
+    n: int
+    log2_n: int
+    steps: int
+    first: int
+    count: int
+    select: str
+
+    @property
+    def indexed(self) -> tuple[int, int]:
+        return self.first, self.first + self.count
+
+    def section_bytes(self) -> int:
+        return refine.section_bytes(self.steps, self.log2_n, self.first, self.count)
+
+
+def refine_plan(settings: EncodeSettings, default_steps: int) -> RefinePlan | None:
+    """Validate the refinement settings (RefinementError, before any fitting) -> plan or None."""
+    if settings.refine_n is None:
+        if settings.refine_steps is not None or settings.refine_indexed is not None:
+            raise refine.RefinementError("--refine-steps / --refine-indexed need --refine-n")
+        return None
+    log2_n = refine.check_n(settings.refine_n)
+    steps = refine.check_steps(settings.refine_steps if settings.refine_steps is not None else default_steps)
+    select = refine.check_select(settings.refine_select)
+    first, count = refine.resolve_indexed(steps, settings.refine_indexed)
+    return RefinePlan(n=int(settings.refine_n), log2_n=log2_n, steps=steps, first=first, count=count, select=select)
+
+
+@dataclasses.dataclass
+class RefineResult:
+    data: bytes  # the code with its new refinement track
+    code: Code
+    report: dict
+    latents: torch.Tensor  # the track's final latents (CPU): what `decode` replays
 
 
 @dataclasses.dataclass
@@ -140,6 +189,7 @@ class EncodeSession:
         self.geometry = Geometry(frames.shape[0], frames.shape[1], frames.shape[2])
         backbone.check_geometry(self.geometry)
         self.sample_steps = settings.sample_steps or backbone.defaults.sample_steps
+        self.refine_plan = refine_plan(settings, self.sample_steps)
         self.shift = settings.shift if settings.shift is not None else backbone.defaults.shift
         self.guidance = settings.guidance if settings.guidance is not None else backbone.defaults.guidance
         # 3. latents and caption
@@ -162,6 +212,7 @@ class EncodeSession:
         from .video import Clip, Limits, fit_to_geometry, read_video
 
         backbone = backbone or load_backbone(settings.model)
+        refine_plan(settings, settings.sample_steps or backbone.defaults.sample_steps)  # fail before reading
         if settings.caption is None:
             settings.caption = ""
         if len(settings.caption.encode("utf-8")) > 4096:
@@ -243,20 +294,22 @@ class EncodeSession:
         with torch.no_grad():
             self.fitter.raw_step.fill_(raw)
 
-    def hit_target(self, target_bytes: int, *, finetune_steps: int, callback=None) -> float:
+    def hit_target(self, target_bytes: int, *, finetune_steps: int, callback=None, reserve: int = 0) -> float:
         """Rate control: choose the step size whose code lands in [0.9 T, T] bytes, fine-tune theta
-        briefly on that grid (step frozen), then re-check. Returns the step size."""
+        briefly on that grid (step frozen), then re-check. Returns the step size. `reserve` bytes
+        (the refinement track, whose size is known in advance) count towards the total."""
         lo_bytes = int(math.floor(0.9 * target_bytes))
 
         def size(step: float) -> int:
-            return len(self.code_bytes(step))
+            return len(self.code_bytes(step)) + reserve
 
         def search() -> float:
             lo, hi = math.log(1e-6), math.log(1e3)  # log step; size falls as step grows
             if size(math.exp(hi)) > target_bytes:
+                track = f", including the {reserve}-byte refinement track" if reserve else ""
                 raise LoraCodecError(
                     f"--target-kb {target_bytes / 1000:g} is below the smallest code for this clip and caption "
-                    f"({size(math.exp(hi))} bytes)")
+                    f"({size(math.exp(hi))} bytes{track})")
             best = None
             for _ in range(60):
                 mid = 0.5 * (lo + hi)
@@ -288,15 +341,24 @@ class EncodeSession:
         self._set_step(step)
         return step
 
-    def finish(self, *, callback=None) -> EncodeResult:
-        """Quantise (with rate control if a target is set), write the code, report every byte."""
+    def finish(self, *, callback=None, progress: Callable[[int, int], None] | None = None) -> EncodeResult:
+        """Quantise (with rate control if a target is set), record the refinement track if asked
+        (`progress(i, n)` per sampling step), write the code, report every byte."""
         s = self.settings
+        plan = self.refine_plan
         step = self.fitter.current_step_size()
         if s.target_kb is not None:
             finetune = s.finetune_steps if s.finetune_steps is not None else max(5, self.fit_config.stage2_steps // 5)
-            step = self.hit_target(int(s.target_kb * 1000), finetune_steps=finetune, callback=callback)
+            step = self.hit_target(int(s.target_kb * 1000), finetune_steps=finetune, callback=callback,
+                                   reserve=plan.section_bytes() if plan else 0)
         symbols = quantise(self.adapter.theta, step)
         code = self.make_code(symbols, step)
+        extra: dict = {}
+        refined = None
+        if plan is not None:
+            code, rec = self.record_track(code, plan, progress=progress)
+            refined = rec.latents.cpu()
+            extra = _record_report(rec, self.latents)
         data = bitstream.write_code(code)
         report = describe(data)
         report.update(
@@ -304,9 +366,31 @@ class EncodeSession:
             fit_seconds=round(self.fitter.elapsed, 3),
             final_mse=None if self.fitter.last is None else self.fitter.last.mse,
             notes=list(self.notes),
+            **extra,
         )
         return EncodeResult(data=data, code=code, report=report, geometry=self.geometry, frames=self.frames,
-                            latents=self.latents, notes=list(self.notes))
+                            latents=self.latents, notes=list(self.notes), refined_latents=refined)
+
+    def record_track(self, code: Code, plan: RefinePlan, *, progress=None) -> tuple[Code, "refine.RecordResult"]:
+        """Record a refinement track for `code` against this clip with the decoder's exact adapter.
+
+        The fitting adapter is taken off the transformer for that (the decoder's adapter is built from
+        the code alone), then put back with the fit's whole state, so the fit can go on afterwards."""
+        bb = self.backbone
+        tensors, meta = self.fitter.state_tensors()
+        meta = json.loads(json.dumps(meta))  # as a saved state holds it (load_state compares JSON values)
+        if bb.gradient_checkpointing:
+            bb.transformer.disable_gradient_checkpointing()
+        bb.pipe.transformer = self.adapter.detach()
+        try:
+            return compute_track(bb, code, self.latents, n=plan.n, steps=plan.steps, select=plan.select,
+                                 indexed=plan.indexed, gumbel_seed=self.settings.seed, progress=progress)
+        finally:
+            self.adapter = Adapter(bb.transformer, self.adapter_config, init_seed=self.settings.seed)
+            self.fitter.adapter = self.adapter
+            self.fitter.load_state(tensors, meta)
+            if bb.gradient_checkpointing:
+                bb.transformer.enable_gradient_checkpointing()
 
     def close(self) -> None:
         if not self._closed:
@@ -347,9 +431,10 @@ def describe(data: bytes | str) -> dict:
     raw = bitstream.load_code_bytes(data)
     code = bitstream.read_code(raw)
     sizes = bitstream.size_report(raw)
+    track = refine.read_track(code)
     seconds = code.frames * code.fps_den / code.fps_num
     out = dict(sizes)
-    out.pop("section_bytes_by_tag", None)
+    by_tag = out.pop("section_bytes_by_tag", None) or {}
     out.update(
         model=code.model,
         fingerprint=code.fingerprint.hex(),
@@ -374,6 +459,15 @@ def describe(data: bytes | str) -> dict:
         seconds=seconds,
         kbytes_per_second=sizes["total_bytes"] / 1000 / seconds,
         bits_per_pixel=sizes["total_bytes"] * 8 / (code.frames * code.height * code.width),
+        # refinement track (None / 0 when the code has none): refine_bits = indexed steps x log2 N;
+        # refine_bytes = the whole section in the file (tag, length, header, indices)
+        refine_n=track.n if track else None,
+        refine_steps=track.steps if track else None,
+        refine_bits=track.bits if track else 0,
+        refine_bytes=by_tag.get(bitstream.SECTION_REFINEMENT, 0),
+        refine_indexed=[track.first, track.first + track.count] if track else None,
+        refine_shift=track.shift if track else None,
+        refine_select=track.select if track else None,
     )
     return out
 
@@ -393,16 +487,133 @@ def attach_code_adapter(backbone: Backbone, code: Code) -> Adapter:
     return adapter
 
 
+def _code_velocity(backbone: Backbone, code: Code, adapter: Adapter, caption: str) -> Velocity:
+    """The decoder's velocity for a code (shared by `decode` and the track's encoder, so that both
+    run the very same model calls)."""
+    emb = backbone.embed_caption(caption)
+    uncond = backbone.embed_caption("") if code.guidance != 1.0 else None
+    return Velocity(adapter.model, emb, guidance=code.guidance, uncond_emb=uncond, dtype=backbone.dtype,
+                    device=backbone.device)
+
+
+def compute_track(backbone: Backbone, code: Code, latents: torch.Tensor, *, n: int, steps: int | None = None,
+                  select: str = "gumbel", indexed=None, gumbel_seed: int | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  block_normals: int | None = None) -> tuple[Code, "refine.RecordResult"]:
+    """Record a refinement track for `code` against the clip's normalised `latents` (what
+    `backbone.encode_video` gives for the coded frames) and return the code with it (section 1,
+    replacing any track it had) plus the recording (indices, final latents, timings).
+
+    Uses the decoder's exact adapter (`attach_code_adapter`) and noise; the backbone's transformer
+    must not carry another adapter. `steps`: the track's schedule (default: the code's steps);
+    `indexed`: which steps carry an index (`refine.resolve_indexed`)."""
+    log2_n = refine.check_n(n)
+    steps = refine.check_steps(code.steps if steps is None else steps)
+    select = refine.check_select(select)
+    first, count = refine.resolve_indexed(steps, indexed)
+    geom = Geometry(code.frames, code.height, code.width)
+    backbone.check_geometry(geom)
+    shape = backbone.latent_shape(geom)
+    if tuple(latents.shape) != tuple(shape):
+        raise refine.RefinementError(f"the clip's latents {tuple(latents.shape)} do not match the code's {tuple(shape)}")
+    adapter = attach_code_adapter(backbone, code)
+    try:
+        velocity = _code_velocity(backbone, code, adapter, code.caption)
+        noise = initial_noise(code.noise_seed, shape)
+        rec = refine.record(velocity, noise, latents, sigma_schedule(steps, code.shift), seed=code.noise_seed, n=n,
+                            first=first, count=count, select=select,
+                            gumbel_seed=code.noise_seed if gumbel_seed is None else gumbel_seed,
+                            progress=progress, block_normals=block_normals)
+    finally:
+        backbone.pipe.transformer = adapter.detach()
+    track = refine.Track(steps=steps, shift=code.shift, log2_n=log2_n, first=first,
+                         indices=tuple(int(i) for i in rec.indices), select=select)
+    sections = dict(code.sections)
+    sections[bitstream.SECTION_REFINEMENT] = refine.pack_track(track, code.shift)
+    return dataclasses.replace(code, sections=sections), rec
+
+
+def _record_report(rec: "refine.RecordResult", latents: torch.Tensor) -> dict:
+    x = rec.latents.detach().cpu().float()
+    return dict(
+        refine_seconds=round(rec.seconds, 3),
+        refine_select_seconds=round(rec.select_seconds, 3),
+        refine_candidates_per_second=(rec.candidates / rec.select_seconds) if rec.select_seconds > 0 else None,
+        refine_latent_mse=float(torch.mean((x - latents.float()) ** 2)),
+    )
+
+
+def clip_latents(video, code: Code, *, backbone: Backbone, start_seconds: float = 0.0, limits=None) -> torch.Tensor:
+    """The normalised latents of a clip as the encoder coded it (same reading, resizing and cropping as
+    `EncodeSession.start`); the clip must give the code's geometry."""
+    from .video import Clip, Limits, fit_to_geometry, read_video, video_to_tensor
+
+    if isinstance(video, Clip):
+        clip = video
+    else:
+        clip = read_video(video, start_seconds=start_seconds, max_frames=backbone.native.frames,
+                          limits=limits or Limits())
+    geom = backbone.coded_geometry(clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2])
+    if clip.frames.shape[0] < code.frames or (geom.height, geom.width) != (code.height, code.width):
+        raise refine.RefinementError(
+            f"the clip ({clip.frames.shape[0]} frames, coded as {geom.width}x{geom.height}) does not match the code "
+            f"({code.frames} frames, {code.width}x{code.height})")
+    frames = fit_to_geometry(clip.frames, code.frames, code.height, code.width)
+    return backbone.encode_video(video_to_tensor(frames))
+
+
+def add_refinement(data: bytes | str, video=None, *, latents: torch.Tensor | None = None, n: int,
+                   steps: int | None = None, select: str = "gumbel", indexed=None, seed: int | None = None,
+                   backbone: Backbone | None = None, start_seconds: float = 0.0, limits=None,
+                   progress: Callable[[int, int], None] | None = None) -> RefineResult:
+    """Add (or replace) the refinement track of an existing code, given the original clip (`video`: a
+    path or `video.Clip`, read like the encoder did) or its normalised `latents`. `seed` seeds the
+    Gumbel selection noise (default: the code's noise seed)."""
+    raw = bitstream.load_code_bytes(data)
+    code = bitstream.read_code(raw)
+    refine.check_n(n)
+    refine.check_select(select)
+    refine.resolve_indexed(refine.check_steps(code.steps if steps is None else steps), indexed)
+    if backbone is None:
+        backbone = load_backbone(code.model)
+    if latents is None:
+        if video is None:
+            raise refine.RefinementError("a refinement track needs the original clip (or its latents)")
+        latents = clip_latents(video, code, backbone=backbone, start_seconds=start_seconds, limits=limits)
+    new, rec = compute_track(backbone, code, latents, n=n, steps=steps, select=select, indexed=indexed,
+                             gumbel_seed=seed, progress=progress)
+    out = bitstream.write_code(new)
+    report = describe(out)
+    report.update(_record_report(rec, latents))
+    return RefineResult(data=out, code=new, report=report, latents=rec.latents.cpu())
+
+
 def decode(data: bytes | str, *, steps: int | None = None, caption: str | None = None, backbone: Backbone | None = None,
-           progress: Callable[[int, int], None] | None = None, sampler=None) -> DecodeResult:
+           progress: Callable[[int, int], None] | None = None, sampler=None, refine: str | int = "all") -> DecodeResult:
     """Decode a code (binary or text form) into frames. `steps` overrides the stored default,
-    `caption` the stored caption (editing). `sampler(velocity, noise, code) -> latents` replaces the
-    plain ODE (the refinement track uses it)."""
+    `caption` the stored caption (editing). `refine`: 'all' replays the code's refinement track if it
+    has one (on the track's own schedule), 'none' ignores it (plain ODE with `steps`), K replays the
+    first K indexed steps and continues with the ODE on the track's schedule.
+    `sampler(velocity, noise, code) -> latents` replaces both."""
     from .video import tensor_to_video
 
+    mode = _refine_mod.parse_refine(refine)
     # 1. parse
     raw = bitstream.load_code_bytes(data)
     code = bitstream.read_code(raw)
+    track = _refine_mod.read_track(code)
+    if track is None and isinstance(mode, int) and mode > 0:
+        raise _refine_mod.RefinementError(f"--refine {mode}: this code has no refinement track")
+    replay = track is not None and mode != "none" and sampler is None
+    if replay:
+        limit = track.count if mode == "all" else mode
+        if limit > track.count:
+            raise _refine_mod.RefinementError(
+                f"--refine {limit}: the refinement track has {track.count} indexed steps")
+        if steps is not None and steps != track.steps:
+            raise _refine_mod.RefinementError(
+                f"--steps {steps} differs from the refinement track's {track.steps} steps; "
+                f"decode with --refine none to use another schedule")
     # 2. backbone
     if backbone is None:
         backbone = load_backbone(code.model)
@@ -410,20 +621,20 @@ def decode(data: bytes | str, *, steps: int | None = None, caption: str | None =
     backbone.check_geometry(geom)
     if steps is not None and not 1 <= steps <= 10000:
         raise LoraCodecError("--steps must be in 1..10000")
-    steps = steps or code.steps
+    steps = track.steps if replay else (steps or code.steps)
     text = code.caption if caption is None else caption
     t0 = time.perf_counter()
     # 3. adapter
     adapter = attach_code_adapter(backbone, code)
     try:
-        emb = backbone.embed_caption(text)
-        uncond = backbone.embed_caption("") if code.guidance != 1.0 else None
-        velocity = Velocity(adapter.model, emb, guidance=code.guidance, uncond_emb=uncond, dtype=backbone.dtype,
-                            device=backbone.device)
+        velocity = _code_velocity(backbone, code, adapter, text)
         # 4. noise  5. sample
         noise = initial_noise(code.noise_seed, backbone.latent_shape(geom))
         if sampler is not None:
             latents = sampler(velocity, noise, code)
+        elif replay:
+            latents = _refine_mod.replay(velocity, noise, track, sigma_schedule(track.steps, track.shift),
+                                         seed=code.noise_seed, limit=limit, progress=progress)
         else:
             latents = sample_ode(velocity, noise, sigma_schedule(steps, code.shift), progress=progress)
     finally:
@@ -432,6 +643,7 @@ def decode(data: bytes | str, *, steps: int | None = None, caption: str | None =
     video = backbone.decode_latents(latents)
     frames = tensor_to_video(video)
     report = describe(raw)
-    report.update(decode_seconds=round(time.perf_counter() - t0, 3), decode_steps=steps, decode_caption=text)
+    report.update(decode_seconds=round(time.perf_counter() - t0, 3), decode_steps=steps, decode_caption=text,
+                  decode_refine=(mode if replay else "none"), decode_refined_steps=(limit if replay else 0))
     return DecodeResult(frames=frames, fps=Fraction(code.fps_num, code.fps_den), code=code, report=report,
                         latents=latents.cpu())

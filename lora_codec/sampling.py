@@ -70,6 +70,12 @@ class Velocity:
         return v[0]
 
 
+def euler_step(x: torch.Tensor, v: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """One Euler step of the flow ODE (the only arithmetic the plain decoder does between model calls;
+    the refinement track's replay uses the same function for its ODE steps)."""
+    return x + float(sigma_next - sigma) * v
+
+
 @torch.no_grad()
 def sample_ode(velocity: Velocity, noise: torch.Tensor, sigmas: np.ndarray, *, start: int = 0,
                progress: ProgressFn | None = None) -> torch.Tensor:
@@ -80,7 +86,7 @@ def sample_ode(velocity: Velocity, noise: torch.Tensor, sigmas: np.ndarray, *, s
     n = len(sigmas) - 1
     for i in range(start, n):
         v = velocity(x, sigmas[i])
-        x = x + float(sigmas[i + 1] - sigmas[i]) * v
+        x = euler_step(x, v, sigmas[i], sigmas[i + 1])
         if progress is not None:
             progress(i + 1, n)
     return x

