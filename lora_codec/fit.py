@@ -136,12 +136,14 @@ class Fitter:
             `torch.distributed.all_reduce`). Each rank draws its own timesteps/noise (RNG seeded with
             `seed` and `rank`), so N ranks x batch B act as one batch of N*B.
         rank: this process's rank for the RNG stream (0 when not distributed).
+        data_digest: identifies the clip and caption a saved state belongs to (default: a hash of the
+            latents and the caption embedding).
     """
 
     def __init__(self, adapter: Adapter, latents: torch.Tensor, text_emb: torch.Tensor, config: FitConfig, *,
                  seed_noise: torch.Tensor | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32, grad_sync: Callable[[list], None] | None = None,
-                 rank: int = 0):
+                 rank: int = 0, data_digest: str | None = None):
         self.adapter = adapter
         self.grad_sync = grad_sync
         self.rank = int(rank)
@@ -153,7 +155,10 @@ class Fitter:
         self.seed_noise = None if seed_noise is None else seed_noise.to(self.device, torch.float32)
         if config.noise_mode == "seed" and seed_noise is None:
             raise LoraCodecError("noise mode 'seed' needs the decoder's initial noise")
-        self.data_digest = _digest(latents, text_emb.float())
+        # What a saved state is tied to. Callers that rebuild the latents in every call (the web app's
+        # GPU slices) pass a digest of the source frames and caption instead: a GPU VAE need not be
+        # bit-identical from call to call, the frames are.
+        self.data_digest = data_digest or _digest(latents, text_emb.float())
         self.gen = torch.Generator(device="cpu")
         self.gen.manual_seed(config.seed + 1_000_003 * self.rank)
         self.raw_step = torch.nn.Parameter(torch.tensor(float(config.init_raw_step), device=self.device))
