@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("input")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+
+    from .evaluation import add_commands  # compare, batch
+
+    add_commands(sub)
     return p
 
 

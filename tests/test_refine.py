@@ -173,6 +173,44 @@ def test_replay_equals_the_encoders_latents(refined, tiny):
     assert refined.report["refine_latent_mse"] == pytest.approx(mse(out.latents, refined.latents))
 
 
+def test_replay_costs_what_plain_sampling_costs(refined, tiny):
+    """Replay makes exactly the plain decoder's model calls (one per step) and draws one candidate
+    noise per indexed step; the benchmark (benchmarks/bench_refine.py) measures the time ratio."""
+    code = refined.code
+    track = refine.read_track(code)
+    sigmas = sigma_schedule(track.steps, track.shift)
+    adapter = attach_code_adapter(tiny, code)
+    drawn = []
+    real = refine.candidate_noise
+
+    def counting(seed, step, k, n, device="cpu", **kw):
+        drawn.append(np.size(step))
+        return real(seed, step, k, n, device, **kw)
+
+    try:
+        velocity = _code_velocity(tiny, code, adapter, code.caption)
+        calls = []
+        inner = velocity.__call__
+
+        class Counted:
+            device = velocity.device
+
+            def __call__(self, x, sigma):
+                calls.append(sigma)
+                return inner(x, sigma)
+
+        noise = initial_noise(code.noise_seed, tuple(refined.latents.shape))
+        refine.candidate_noise = counting
+        try:
+            out = refine.replay(Counted(), noise, track, sigmas, seed=code.noise_seed)
+        finally:
+            refine.candidate_noise = real
+    finally:
+        tiny.pipe.transformer = adapter.detach()
+    assert len(calls) == track.steps and sum(drawn) == track.count
+    assert torch.equal(out, refined.refined_latents.to(out.device))
+
+
 def test_bits_accounting_matches_the_file(refined):
     info = describe(refined.data)
     assert (info["refine_n"], info["refine_steps"], info["refine_bits"]) == (16, 8, 7 * 4)

@@ -1,0 +1,285 @@
+"""Run every benchmark and write one JSON file (and, optionally, docs/RESULTS.md from it).
+
+    python benchmarks/run.py [--quick] [--out benchmarks/results/latest.json] [--results-md docs/RESULTS.md]
+    python benchmarks/run.py --render benchmarks/results/latest.json --results-md docs/RESULTS.md
+
+Benchmarks (each module's `run()`; a failing one is recorded with its error and the others still run):
+entropy coding (bench_entropy), fit-step overhead of the adapter (bench_fit), decode time (bench_decode),
+the refinement track (bench_refine), the tiny VAE's latent statistics (calibrate_tiny), and `compare`:
+the example clip encoded with the default backbone here, then compared with x264 / x265 / SVT-AV1 at the
+code's size and around it (lora_codec.evaluation).
+
+The JSON records the command, the date, the machine (CPU, cores, GPU, load average before and after:
+timings are wall-clock and other jobs on the machine slow them down), the git commit, and the
+backbone. Markdown is rendered from the JSON only, so every number in RESULTS.md comes from a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+
+EXAMPLE = ROOT / "examples" / "bigbuckbunny_2s.mp4"
+TINY_NOTE = ("the tiny backbone is a seeded random model with NO visual knowledge: its reconstructions are not "
+             "meaningful, so quality numbers measured with it (PSNR, MS-SSIM of codes) test the plumbing only; "
+             "sizes and timings are real")
+
+
+def _git() -> dict:
+    def out(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception:
+            return None
+
+    return {"commit": out("rev-parse", "HEAD"), "dirty": bool(out("status", "--porcelain"))}
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+        "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def bench_compare(quick: bool) -> dict:
+    """Encode the example clip, then `compare` it with the classic codecs (lora_codec.evaluation)."""
+    from lora_codec.backbones import load_backbone
+    from lora_codec.codec import EncodeSettings, encode
+    from lora_codec.evaluation import compare
+
+    bb = load_backbone("auto")
+    steps = 40 if quick else 250
+    t0 = time.perf_counter()
+    res = encode(EXAMPLE, EncodeSettings(model=bb.name, fit_steps=steps if bb.is_tiny else None), backbone=bb)
+    encode_s = time.perf_counter() - t0
+    out = compare(EXAMPLE, [res.data], codecs=("x264", "x265", "av1"), curve=(2.0, 4.0) if quick else
+                  (0.5, 2.0, 4.0, 8.0), backbone=bb, code_names=["adapter code"])
+    out["clip"] = str(EXAMPLE.relative_to(ROOT))
+    out["encode"] = {"fit_steps": res.report["steps"], "fit_seconds": res.report["fit_seconds"],
+                     "encode_seconds": round(encode_s, 2), "code_bytes": len(res.data)}
+    out["backbone"] = bb.name + (" (NO visual knowledge)" if bb.is_tiny else "")
+    return out
+
+
+BENCHMARKS = {
+    "entropy": ("bench_entropy", lambda m, q: m.run(quick=q)),
+    "fit": ("bench_fit", lambda m, q: m.run(repeats=3 if q else 10)),
+    "decode": ("bench_decode", lambda m, q: m.run(repeats=2 if q else 3, fit_steps=20 if q else 40)),
+    "refine": ("bench_refine", lambda m, q: m.run(quick=q, fit_steps=40 if q else 100)),
+    "calibrate_tiny": ("calibrate_tiny", lambda m, q: m.run()),
+    "compare": (None, lambda m, q: bench_compare(q)),
+}
+
+
+def run_all(quick: bool, only: list[str] | None = None) -> dict:
+    from lora_codec.backbones import resolve_name
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    result = {
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]) if sys.argv else None,
+        "date_utc": started.isoformat(timespec="seconds"),
+        "quick": quick,
+        "machine": machine(),
+        "git": _git(),
+        "backbone": resolve_name("auto"),
+        "note": TINY_NOTE,
+        "benchmarks": {},
+        "seconds": {},
+    }
+    for name, (module, call) in BENCHMARKS.items():
+        if only and name not in only:
+            continue
+        print(f"[{name}] ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        try:
+            mod = importlib.import_module(module) if module else None
+            result["benchmarks"][name] = call(mod, quick)
+        except Exception as exc:  # record and go on with the others
+            result["benchmarks"][name] = {"error": f"{type(exc).__name__}: {exc}",
+                                          "traceback": traceback.format_exc(limit=6)}
+        result["seconds"][name] = round(time.perf_counter() - t0, 1)
+        print(f"[{name}] {result['seconds'][name]} s", file=sys.stderr, flush=True)
+    result["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    return result
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+# -- markdown ------------------------------------------------------------------------------------
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        a = abs(v)
+        return f"{v:.4g}" if a >= 1e-3 and a < 1e6 else f"{v:.3e}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_cell(x) for x in v)
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_cell(x)}" for k, x in v.items())
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(rows: list[dict], columns: list[str] | None = None) -> list[str]:
+    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
+    return out
+
+
+def _render(obj: dict, level: int) -> list[str]:
+    """Scalars as a bullet list, lists of dicts as tables, nested dicts as sub-sections."""
+    lines: list[str] = []
+    scalars = {k: v for k, v in obj.items() if not isinstance(v, (dict, list)) or
+               (isinstance(v, list) and not any(isinstance(x, dict) for x in v))}
+    for k, v in scalars.items():
+        if k == "traceback":
+            continue
+        lines.append(f"- {k}: {_cell(v)}")
+    if scalars:
+        lines.append("")
+    for k, v in obj.items():
+        if k in scalars:
+            continue
+        lines.append(f"{'#' * level} {k}")
+        lines.append("")
+        if isinstance(v, dict):
+            lines += _render(v, level + 1)
+        else:
+            lines += _table([x for x in v if isinstance(x, dict)])
+            lines.append("")
+    return lines
+
+
+COMPARE_COLUMNS = ["name", "budget", "bytes", "kbps", "bpp", "crf", "fits", "psnr_rgb", "psnr_y", "ms_ssim", "lpips",
+                   "dists", "seconds"]
+
+
+def markdown(result: dict, json_path: str) -> str:
+    m = result["machine"]
+    lines = [
+        "# Results",
+        "",
+        f"Latest numbers, rendered from `{json_path}` by `benchmarks/run.py` (nothing here is typed by hand).",
+        "",
+        f"- command: `{result['command']}`",
+        f"- date (UTC): {result['date_utc']}" + (" (quick sizes)" if result.get("quick") else ""),
+        f"- machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, GPU: {m['gpu'] or 'none'}; "
+        f"Python {m['python']}, torch {m['torch']}",
+        f"- load average (1, 5, 15 min) before: {_cell(m.get('loadavg_1_5_15'))}; after: {_cell(m.get('loadavg_after'))}"
+        " - timings are wall-clock; a load above the core count means other jobs shared the CPU and slowed them down",
+        f"- git: {_cell(result['git'].get('commit'))}{' (uncommitted changes)' if result['git'].get('dirty') else ''}",
+        f"- backbone: `{result['backbone']}`",
+        "",
+    ]
+    if result["backbone"] == "tiny":
+        lines += [f"**Backbone caveat:** {result['note']}.", "",
+                  "Not measured in this run: anything with the real `wan2.1-t2v-1.3b` backbone (it needs a CUDA GPU "
+                  "and its weights; run `python benchmarks/run.py --results-md docs/RESULTS.md` there), and LPIPS / "
+                  "DISTS (their network weights are not on this machine). Rate-distortion results of the method "
+                  "on UVG / HEVC clips come from `python -m lora_codec batch` + `compare` on such a machine.", ""]
+    lines += ["Seconds per benchmark: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()), ""]
+    for name, res in result["benchmarks"].items():
+        lines += [f"## {name}", ""]
+        if "error" in res:
+            lines += [f"FAILED: `{_cell(res['error'])}`", ""]
+            continue
+        if name == "compare":
+            g = res["geometry"]
+            lines += [f"`{res['clip']}` at the coded geometry {g['width']}x{g['height']}, {g['frames']} frames, "
+                      f"{_cell(g['fps'])} fps; backbone {res['backbone']}; "
+                      f"encode: {_cell(res['encode'])}. Sizes are whole files (code / mp4). "
+                      "`fits` no: the codec's smallest file (worst CRF) is over the budget.", ""]
+            lines += _table(res["rows"], COMPARE_COLUMNS)
+            lines.append("")
+            if res.get("perceptual_unavailable"):
+                lines += [f"LPIPS / DISTS not reported: {res['perceptual_unavailable']}.", ""]
+            for n in res.get("metric_notes", []) + res.get("notes", []):
+                lines.append(f"- {n}")
+            lines.append("")
+            continue
+        lines += _render(res, 3)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="the JSON file to write")
+    ap.add_argument("--results-md", default=None, help="also render the results as markdown to this file")
+    ap.add_argument("--render", default=None, metavar="JSON", help="only render an existing JSON to --results-md")
+    args = ap.parse_args(argv)
+    if args.render:
+        path = Path(args.render)
+        result = json.loads(path.read_text())
+    else:
+        only = [x.strip() for x in args.only.split(",")] if args.only else None
+        unknown = sorted(set(only or []) - set(BENCHMARKS))
+        if unknown:
+            ap.error(f"unknown benchmark(s): {', '.join(unknown)}")
+        result = _clean(run_all(args.quick, only))
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+    if args.results_md:
+        try:
+            rel = str(path.resolve().relative_to(ROOT))
+        except ValueError:
+            rel = str(path)
+        Path(args.results_md).write_text(markdown(result, rel))
+        print(f"wrote {args.results_md}", file=sys.stderr)
+    failed = [k for k, v in result["benchmarks"].items() if "error" in v]
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

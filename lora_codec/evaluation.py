@@ -1,0 +1,383 @@
+"""Rate-distortion comparison of codes against classic codecs: `python -m lora_codec compare`.
+
+For a clip and one or more of its codes:
+
+1. read the clip and convert it to the code's coded geometry exactly as the encoder did
+   (`video.read_video` from `--start`, the backbone's `coded_geometry`, `video.fit_to_geometry`);
+   codes do not store the start time, so the clip is compared from its start unless `--start` is given;
+2. decode each code (`codec.decode`) and measure it against that reference (`metrics.evaluate`:
+   PSNR RGB / Y, MS-SSIM, LPIPS / DISTS only when their weights are on this machine);
+3. code the same reference frames with each classic codec (`baselines.encode_at_budget`: the best
+   CRF whose mp4 fits) at each code's size and at a few budgets around it (`--curve`), and measure those;
+4. print a table (or `--json`) and optionally draw the R-D curves (`--plot`, matplotlib).
+
+Sizes are whole files on both sides: the code file, and the mp4 a user would send (container included).
+Every user error is an `EvaluationError` (or another `LoraCodecError`) with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import LoraCodecError
+
+__all__ = ["EvaluationError", "Reference", "coded_reference", "compare", "format_table", "plot_rd", "add_commands"]
+
+DEFAULT_CODECS = ("x264", "x265", "av1")
+DEFAULT_CURVE = (0.5, 0.71, 1.41, 2.0)
+TINY_NOTE = ("backbone 'tiny' has no visual knowledge: its reconstructions are not meaningful, so the code's "
+             "quality numbers test the plumbing only, not the method")
+START_NOTE = ("codes do not store the start time: the clip was compared from {start:g} s "
+              "(pass --start if the encode used another)")
+
+
+class EvaluationError(LoraCodecError):
+    """A comparison cannot be made (clip and code do not match, bad options, missing plotting package)."""
+
+
+@dataclasses.dataclass
+class Reference:
+    """The clip as the encoder coded it."""
+
+    frames: np.ndarray  # uint8 [T, H, W, 3] at the code's geometry
+    fps: Fraction
+    notes: list[str]
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # identical frames: PSNR is +inf
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return _json_safe(float(v))
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def dumps(obj: Any, **kw) -> str:
+    """JSON with +-inf / nan as null (strict JSON)."""
+    return json.dumps(_json_safe(obj), allow_nan=False, **kw)
+
+
+def coded_reference(video, code, backbone, *, start_seconds: float = 0.0, limits=None) -> Reference:
+    """Read `video` (path or `video.Clip`) and convert it to `code`'s geometry the way
+    `EncodeSession.start` does; EvaluationError when the clip cannot have produced the code."""
+    from .video import Clip, Limits, fit_to_geometry, read_video
+
+    if isinstance(video, Clip):
+        clip = video
+    else:
+        clip = read_video(video, start_seconds=start_seconds, max_frames=backbone.native.frames,
+                          limits=limits or Limits())
+    T, H, W = clip.frames.shape[:3]
+    geom = backbone.coded_geometry(T, H, W)
+    if (geom.height, geom.width) != (code.height, code.width) or T < code.frames:
+        raise EvaluationError(
+            f"the clip ({W}x{H}, {T} frames, coded as {geom.width}x{geom.height}) cannot be the source of this code "
+            f"({code.width}x{code.height}, {code.frames} frames)")
+    notes = list(clip.notes)
+    if (code.src_width, code.src_height) != (W, H):
+        raise EvaluationError(
+            f"the clip is {W}x{H} but the code was made from a {code.src_width}x{code.src_height} source")
+    if code.src_frames != T:
+        notes.append(f"the code's source had {code.src_frames} frames from its start point, this reading {T}: "
+                     "check --start")
+    frames = fit_to_geometry(clip.frames, code.frames, code.height, code.width)
+    return Reference(frames=frames, fps=Fraction(code.fps_num, code.fps_den), notes=notes)
+
+
+def parse_codecs(text: str | list[str] | tuple[str, ...]) -> list[str]:
+    from .baselines import CODECS
+
+    names = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for n in (x.strip() for x in names):
+        if not n:
+            continue
+        short = next((s for s, full in CODECS.items() if n in (s, full)), None)
+        if short is None:
+            raise EvaluationError(f"unknown codec '{n}' in --codecs; choose from {', '.join(CODECS)}")
+        if short not in out:
+            out.append(short)
+    return out
+
+
+def parse_curve(text: str | list[float] | tuple[float, ...] | None) -> list[float]:
+    if text is None:
+        return []
+    if isinstance(text, str):
+        text = text.strip()
+        if text in ("", "none"):
+            return []
+        try:
+            vals = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise EvaluationError(f"--curve must be comma-separated numbers (factors of the code's size), got '{text}'") from None
+    else:
+        vals = [float(x) for x in text]
+    for v in vals:
+        if not (math.isfinite(v) and 0.01 <= v <= 100):
+            raise EvaluationError(f"--curve factors must be in 0.01..100, got {v:g}")
+    return sorted(set(vals))
+
+
+def _quality(ref: np.ndarray, rec: np.ndarray, perceptual: bool) -> dict:
+    from .metrics import evaluate, ms_ssim, psnr
+
+    if perceptual:
+        q = evaluate(ref, rec)
+    else:
+        notes: list[str] = []
+        q = {"psnr_rgb": psnr(ref, rec), "psnr_y": psnr(ref, rec, channel="y"), "ms_ssim": ms_ssim(ref, rec, notes=notes),
+             "lpips": None, "dists": None, "unavailable": "perceptual metrics not requested", "notes": notes}
+    return q
+
+
+def compare(video, codes: list[bytes], *, codecs=DEFAULT_CODECS, curve=DEFAULT_CURVE, start_seconds: float = 0.0,
+            decode_steps: int | None = None, backbone=None, code_names: list[str] | None = None,
+            perceptual: bool = True, progress: Callable[[str], None] | None = None, limits=None) -> dict:
+    """Decode `codes` (binary or text forms of codes of `video`), code the clip with each classic
+    codec at each code's size and at `curve` factors of it, and measure everything against the clip
+    at the coded geometry. Returns {'rows': [...], ...} (see the module docstring)."""
+    from . import bitstream, codec
+    from .backbones import load_backbone
+    from .baselines import available_codecs, encode_at_budget
+
+    say = progress or (lambda msg: None)
+    codecs = parse_codecs(codecs)
+    curve = parse_curve(curve)
+    if not codes:
+        raise EvaluationError("give at least one code")
+    avail = available_codecs()
+    missing = [c for c in codecs if not avail.get(c)]
+    if missing:
+        raise EvaluationError(f"this PyAV build cannot encode {', '.join(missing)}; drop it from --codecs")
+    raws = [bitstream.load_code_bytes(c) for c in codes]
+    parsed = [bitstream.read_code(r) for r in raws]
+    names = list(code_names) if code_names else [f"code {i + 1}" for i in range(len(raws))]
+    first = parsed[0]
+    for name, c in zip(names[1:], parsed[1:]):
+        if (c.model, c.frames, c.height, c.width, c.fps_num, c.fps_den) != (
+                first.model, first.frames, first.height, first.width, first.fps_num, first.fps_den):
+            raise EvaluationError(f"{name} was made with another backbone or geometry than {names[0]}")
+    if backbone is None:
+        backbone = load_backbone(first.model)
+    ref = coded_reference(video, first, backbone, start_seconds=start_seconds, limits=limits)
+    T, H, W = ref.frames.shape[:3]
+    seconds = T / float(ref.fps)
+    notes = list(ref.notes)
+    notes.append(START_NOTE.format(start=start_seconds))
+    if backbone.is_tiny:
+        notes.append(TINY_NOTE)
+
+    def rate(nbytes: int) -> dict:
+        return {"bytes": int(nbytes), "kbps": nbytes * 8 / 1000 / seconds, "bpp": nbytes * 8 / (T * H * W)}
+
+    rows: list[dict] = []
+    unavailable: set[str] = set()
+    metric_notes: list[str] = []
+
+    def add_quality(row: dict, q: dict) -> None:
+        for k in ("psnr_rgb", "psnr_y", "ms_ssim", "lpips", "dists"):
+            row[k] = q.get(k)
+        if q.get("unavailable"):
+            unavailable.add(q["unavailable"])
+        for n in q.get("notes", []):
+            if n not in metric_notes:
+                metric_notes.append(n)
+
+    sizes = []
+    for name, raw in zip(names, raws):
+        say(f"decoding {name}")
+        t0 = time.perf_counter()
+        dec = codec.decode(raw, steps=decode_steps, backbone=backbone)
+        row = {"kind": "code", "codec": "lora", "name": name, "budget": None, "crf": None, "fits": None,
+               **rate(len(raw)), "seconds": round(time.perf_counter() - t0, 3),
+               "decode_steps": dec.report.get("decode_steps"), "refine_bits": dec.report.get("refine_bits", 0)}
+        add_quality(row, _quality(ref.frames, dec.frames, perceptual))
+        rows.append(row)
+        sizes.append(len(raw))
+
+    budgets = sorted({max(1, int(round(s * f))) for s in sizes for f in [1.0, *curve]})
+    for short in codecs:
+        for budget in budgets:
+            say(f"{short} at {budget} bytes")
+            t0 = time.perf_counter()
+            r = encode_at_budget(ref.frames, ref.fps, short, budget)
+            row = {"kind": "baseline", "codec": short, "name": short, "budget": budget, "crf": r.crf, "fits": r.fits,
+                   **rate(r.bytes), "payload_bytes": r.payload_bytes, "seconds": round(time.perf_counter() - t0, 3),
+                   "at_code_size": budget in sizes}
+            add_quality(row, _quality(ref.frames, r.frames, perceptual))
+            rows.append(row)
+    return {
+        "clip": str(video) if not hasattr(video, "frames") else "<clip>",
+        "start_seconds": float(start_seconds),
+        "model": first.model,
+        "geometry": {"frames": T, "height": H, "width": W, "fps": float(ref.fps), "seconds": seconds},
+        "codecs": codecs,
+        "curve": curve,
+        "rows": rows,
+        "perceptual_unavailable": "; ".join(sorted(unavailable)) or None,
+        "metric_notes": metric_notes,
+        "notes": notes,
+    }
+
+
+def _fmt(v, spec: str, none: str = "-") -> str:
+    if v is None:
+        return none
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return format(v, spec)
+
+
+def format_table(result: dict) -> str:
+    """The comparison as an aligned text table, notes below."""
+    rows = result["rows"]
+    perceptual = any(r.get("lpips") is not None or r.get("dists") is not None for r in rows)
+    head = ["codec", "budget", "bytes", "kbps", "bpp", "crf", "fits", "PSNR", "PSNR-Y", "MS-SSIM"]
+    if perceptual:
+        head += ["LPIPS", "DISTS"]
+    lines = []
+    for r in rows:
+        cells = [r["name"] if r["kind"] == "code" else r["codec"], _fmt(r["budget"], "d"), str(r["bytes"]),
+                 _fmt(r["kbps"], ".2f"), _fmt(r["bpp"], ".5f"), _fmt(r["crf"], "d"),
+                 "-" if r["fits"] is None else ("yes" if r["fits"] else "NO"),
+                 _fmt(r["psnr_rgb"], ".2f"), _fmt(r["psnr_y"], ".2f"), _fmt(r["ms_ssim"], ".4f")]
+        if perceptual:
+            cells += [_fmt(r.get("lpips"), ".4f"), _fmt(r.get("dists"), ".4f")]
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(head)]
+    out = ["  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths)))]
+    for c in lines:
+        out.append("  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(c, widths))))
+    g = result["geometry"]
+    out.append(f"clip: {result['clip']} at the coded geometry {g['width']}x{g['height']}, {g['frames']} frames, "
+               f"{g['fps']:g} fps ({g['seconds']:.3g} s); sizes are whole files (code / mp4)")
+    if any(r["fits"] is False for r in rows):
+        out.append("fits NO: even the codec's worst CRF is over the budget (its smallest file is shown)")
+    if result.get("perceptual_unavailable"):
+        out.append(f"LPIPS/DISTS not reported: {result['perceptual_unavailable']}")
+    for n in result.get("metric_notes", []) + result.get("notes", []):
+        out.append(f"note: {n}")
+    return "\n".join(out)
+
+
+def plot_rd(result: dict, path) -> None:
+    """PSNR and MS-SSIM against kbps, one curve per classic codec, the codes as stars."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
+    except ImportError:
+        raise EvaluationError("--plot needs matplotlib (pip install matplotlib)") from None
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise EvaluationError(f"--plot: write a .png, .pdf or .svg file, not '{path.name}'")
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "psnr_rgb", "PSNR RGB (dB)"), (axes[1], "ms_ssim", "MS-SSIM")):
+        for short in result["codecs"]:
+            pts = sorted({(r["kbps"], r[key]) for r in rows if r["codec"] == short and r[key] is not None
+                          and math.isfinite(r[key])})
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=short)
+        code_pts = sorted((r["kbps"], r[key]) for r in rows if r["kind"] == "code" and r[key] is not None
+                          and math.isfinite(r[key]))
+        if code_pts:
+            ax.plot([p[0] for p in code_pts], [p[1] for p in code_pts], marker="*", markersize=12, color="black",
+                    linestyle="--" if len(code_pts) > 1 else "none", label=f"adapter code ({result['model']})")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+        ax.set_xlabel("kbps (whole file)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    g = result["geometry"]
+    title = f"{Path(result['clip']).name}: {g['width']}x{g['height']}, {g['frames']} frames"
+    if result["model"] == "tiny":
+        title += "  [tiny backbone: no visual knowledge, code quality not meaningful]"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- command line ----------------------------------------------------------------------------
+
+
+def cmd_compare(args) -> int:
+    src = Path(args.input)
+    if not src.exists():
+        raise EvaluationError(f"no such file: {src}")
+    codes = []
+    for c in args.codes:
+        p = Path(c)
+        if not p.exists():
+            raise EvaluationError(f"no such file: {p}")
+        from .bitstream import MAX_CODE_BYTES
+
+        if p.stat().st_size > MAX_CODE_BYTES * 2:
+            raise EvaluationError(f"{p} is too large to be a code ({p.stat().st_size} bytes)")
+        codes.append(p.read_bytes())
+    if args.plot:
+        suffix = Path(args.plot).suffix.lower()
+        if suffix not in (".png", ".pdf", ".svg"):
+            raise EvaluationError(f"--plot: write a .png, .pdf or .svg file, not '{Path(args.plot).name}'")
+    quiet = args.json or args.quiet
+    say = None if quiet else (lambda msg: print(f"... {msg}", file=sys.stderr))
+    result = compare(src, codes, codecs=args.codecs, curve=args.curve, start_seconds=args.start,
+                     decode_steps=args.steps, code_names=[Path(c).name for c in args.codes],
+                     perceptual=not args.no_perceptual, progress=say)
+    result["clip"] = str(src)
+    if args.plot:
+        plot_rd(result, args.plot)
+        result["plot"] = str(args.plot)
+    if args.json:
+        print(dumps(result))
+    else:
+        print(format_table(result))
+        if args.plot:
+            print(f"wrote {args.plot}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register `compare` and `batch` on the CLI's subparsers."""
+    c = sub.add_parser("compare", help="rate-distortion comparison of codes against x264 / x265 / AV1")
+    c.add_argument("input", help="the original clip")
+    c.add_argument("codes", nargs="+", help="one or more codes (.vov or text form) of that clip")
+    c.add_argument("--codecs", default=",".join(DEFAULT_CODECS), help="classic codecs, comma-separated (x264,x265,av1)")
+    c.add_argument("--curve", default=",".join(f"{f:g}" for f in DEFAULT_CURVE),
+                   help="also code at these factors of each code's size, for R-D curves ('none': only at its size)")
+    c.add_argument("--start", type=float, default=0.0,
+                   help="start time the clip was encoded from (codes do not store it; default 0)")
+    c.add_argument("--steps", type=int, default=None, help="sampling steps to decode with (default: the code's)")
+    c.add_argument("--no-perceptual", action="store_true", help="skip LPIPS / DISTS even when their weights are present")
+    c.add_argument("--plot", default=None, metavar="OUT.png", help="write the R-D curves (matplotlib)")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(func=cmd_compare)
+
+    from .batch import add_command as add_batch
+
+    add_batch(sub)
