@@ -72,7 +72,11 @@ def cmd_encode(args) -> int:
         bar = _progress_bar(session.fit_config.total_steps, "fitting", disable=quiet)
         bar.update(session.fitter.step)
 
+        every = args.checkpoint_every
+
         def on_step(p):
+            if every and p.step % every == 0 and p.step < session.fit_config.total_steps:
+                session.save_state(state_path)  # atomic: survives a kill at any moment
             bar.n = min(p.step, bar.total)
             bar.set_postfix(stage=p.stage, loss=f"{p.loss:.4f}", kB=f"{p.est_payload_bytes / 1000:.2f}", refresh=False)
             bar.refresh()
@@ -86,10 +90,12 @@ def cmd_encode(args) -> int:
             interrupted["flag"] = True
 
         old = signal.signal(signal.SIGINT, on_sigint)
+        old_term = signal.signal(signal.SIGTERM, on_sigint)
         try:
             done = session.fit(callback=on_step, max_steps=args.stop_after, should_stop=stop)
         finally:
             signal.signal(signal.SIGINT, old)
+            signal.signal(signal.SIGTERM, old_term)
             bar.close()
         if not done:
             session.save_state(state_path)
@@ -119,6 +125,8 @@ def cmd_encode(args) -> int:
                 rbar.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.data)
+    if not args.save_state and state_path.exists():
+        state_path.unlink()  # the code is written: the periodic checkpoint has done its job
     if args.text:
         from .bitstream import to_text
 
@@ -229,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resume", default=None, help="continue a fit from its saved state file")
     e.add_argument("--save-state", default=None, help="where to write the fit state (default OUTPUT.state when stopped)")
     e.add_argument("--stop-after", type=int, default=None, help="stop after this many steps and save the state")
+    e.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
+                   help="save the fit state every N steps (default 50; 0 = only when stopped), so a killed "
+                        "encode resumes with --resume")
     e.add_argument("--text", default=None, help="also write the code's one-line text form to this file")
     e.add_argument("--refine-n", type=int, default=None, metavar="N",
                    help="record a refinement track: best of N candidate noises per step (N a power of two, 2..65536; "

@@ -203,8 +203,20 @@ class EncodeSession:
             backbone.transformer.enable_gradient_checkpointing()
         noise = initial_noise(settings.seed, tuple(self.latents.shape))
         self.fitter = Fitter(self.adapter, self.latents, self.text_emb, self.fit_config, seed_noise=noise,
-                             device=backbone.device, dtype=backbone.dtype)
+                             device=backbone.device, dtype=backbone.dtype, data_digest=self._source_digest())
         self._closed = False
+
+    def _source_digest(self) -> str:
+        """What a fit state belongs to: the coded frames, caption, backbone weights and geometry (not the
+        latents, which a GPU VAE need not reproduce bit for bit across calls)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.frames).tobytes())
+        h.update(self.settings.caption.encode("utf-8"))
+        h.update(self.backbone.fingerprint)
+        h.update(repr((self.geometry, self.fps)).encode())
+        return h.hexdigest()[:32]
 
     # -- 1-2: start from a file ---------------------------------------------------------------
     @classmethod
@@ -241,7 +253,14 @@ class EncodeSession:
         self.fit_config.stage2_steps += int(extra_steps)
 
     def save_state(self, path) -> None:
-        self.fitter.save(path, extra={"settings": dataclasses.asdict(self.settings)})
+        """Write the fit state atomically (a temporary file renamed over `path`): a kill at any moment
+        leaves either the previous state or the new one, never a torn file."""
+        import os
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        self.fitter.save(tmp, extra={"settings": dataclasses.asdict(self.settings)})
+        os.replace(tmp, path)
 
     def load_state(self, path) -> None:
         tensors, meta = Fitter.read_state(path)
