@@ -223,7 +223,8 @@ def _end_session(request: gr.Request) -> None:
 
 
 def _delete_job(job) -> None:
-    if isinstance(job, dict):
+    # a job kept for the browser (job_id) outlives the session (a page reload); it expires by age
+    if isinstance(job, dict) and not job.get("job_id"):
         S.remove_workdir(job.get("dir"))
 
 
@@ -496,9 +497,12 @@ def _status_line(p: dict, call: int, calls_est: int, t_start: float) -> str:
 def _run_job(job: dict, request, ui):
     """Fit a job to its target (in slices, one GPU call each), finish, compare. Yields UI dicts."""
     key = _session_key(request)
+    keys = [key] + ([f"job:{job['job_id']}"] if job.get("job_id") else [])
     stop_file = Path(job["dir"]) / "STOP"
     stop_file.unlink(missing_ok=True)
-    ACTIVE[key] = job["dir"]
+    for k in keys:
+        ACTIVE[k] = job["dir"]
+    S.save_job(job)
     t_start = time.perf_counter()
     c = _costs()
     g = _geom(job)
@@ -538,6 +542,7 @@ def _run_job(job: dict, request, ui):
                         job["fit_done"] = p["done"]
                         done = p["done"]
                         stopped = p["stopped"]
+                        S.save_job(job)
             if not done and not stopped and int(job.get("steps_done", 0)) <= before:
                 raise LimitError("a GPU call ended before it could make one fit step (its set-up took too long); "
                                  "try fewer frames, or run the fit with the CLI on your own GPU")
@@ -547,7 +552,8 @@ def _run_job(job: dict, request, ui):
                + "quantising, writing the code and decoding it as a receiver would "
                + f"(~{S.fmt_seconds(_finish_estimate(job))})..."}
     finally:
-        ACTIVE.pop(key, None)
+        for k in keys:
+            ACTIVE.pop(k, None)
         stop_file.unlink(missing_ok=True)
 
     # finish (GPU): the code and its reconstruction
@@ -623,26 +629,28 @@ def _results(job: dict, out: dict, stopped: bool, ui) -> dict:
             "state." if stopped else "**Done.**")
     status = (f"{head} {report['total_bytes']} bytes ({report['kbytes_per_second']:.3g} kB/s, "
               f"{report['bits_per_pixel']:.4g} bits per pixel) after {steps_done} fit steps.")
-    return {
-        ui["job"]: job,
-        ui["status"]: status,
-        ui["notes"]: "\n".join(f"- {n}" for n in notes) if notes else "",
-        ui["code_file"]: str(code_path),
-        ui["code_text"]: text,
-        ui["bytes_table"]: rows,
-        ui["original"]: job["original"],
-        ui["recon"]: str(recon_path),
-        ui["baseline"]: str(base_view),
-        ui["baseline_file"]: str(base_file),
-        ui["metrics"]: metrics,
-        ui["summary"]: _plain(summary),
-    }
+    last = _plain({
+        "status": status,
+        "notes": "\n".join(f"- {n}" for n in notes) if notes else "",
+        "code_file": str(code_path),
+        "code_text": text,
+        "bytes_table": rows,
+        "original": job["original"],
+        "recon": str(recon_path),
+        "baseline": str(base_view),
+        "baseline_file": str(base_file),
+        "metrics": metrics,
+        "summary": summary,
+    })
+    job["last"] = last
+    S.save_job(job)  # a page reload shows this result again (job id in the browser)
+    return {ui["job"]: job} | {ui[k]: v for k, v in last.items()}
 
 
 def make_compress(ui):
     @_guarded
     def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, seed, sample_steps,
-                 frames, batch, refine_steps, job, request: gr.Request):
+                 frames, batch, refine_steps, job, job_id=None, request: gr.Request = None):
         """Fit a code to the clip (stoppable, resumable), then show the code, its bytes, the
         reconstruction and x265 at the same size."""
         path = S.check_upload(video)
@@ -663,16 +671,21 @@ def make_compress(ui):
             rs = _int_in("refinement steps", refine_steps or 0, 0, 10000)
             if rs:
                 settings["refine_steps"] = rs
-        if isinstance(job, dict):  # a new compress replaces the session's previous job
+        jid = S.check_job_id(job_id) if job_id else None  # from the browser (BrowserState) or an API client
+        _not_running(jid)
+        if isinstance(job, dict) and job.get("job_id") != jid:  # a new compress replaces the previous job
             _delete_job(job)
-        wd = S.new_workdir("job")
-        _track_dir(request, wd)
+        if jid:  # kept across a page reload, under the browser's job id; expires by age
+            wd = S.fresh_job_dir(jid)
+        else:
+            wd = S.new_workdir("job")
+            _track_dir(request, wd)
         yield {ui["status"]: "**Reading the clip...**"}
         rec = S.prepare_clip(path, wd, BACKBONE, start_seconds=start_seconds, max_frames=frames)
         new = dict(rec)
         stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(path).stem)[:40] or "clip"
         new.update(dir=str(wd), state=str(wd / "fit_state.safetensors"), settings=settings,
-                   target_steps=fit_steps, steps_done=0, fit_done=False, name=stem, version=0)
+                   target_steps=fit_steps, steps_done=0, fit_done=False, name=stem, version=0, job_id=jid)
         if TINY:
             new["notes"] = list(new["notes"]) + ["tiny backbone: random weights, no visual knowledge - the "
                                                  "reconstruction is not meaningful"]
@@ -686,8 +699,16 @@ def make_compress(ui):
 
 def make_keep_improving(ui):
     @_guarded
-    def keep_improving(extra_steps, job, request: gr.Request):
-        """More fitting from the saved state (the fit is anytime), then a new code."""
+    def keep_improving(extra_steps, job, job_id=None, request: gr.Request = None):
+        """More fitting from the saved state (the fit is anytime), then a new code. `job_id`: the
+        browser's job id (kept across a page reload), to continue a fit made in an earlier session."""
+        if job_id:
+            jid = S.check_job_id(job_id)
+            if not (isinstance(job, dict) and job.get("job_id") == jid):
+                job = S.load_job(jid)
+            if job is None:
+                raise LimitError(_UNKNOWN_JOB)
+            _not_running(jid)
         if not isinstance(job, dict) or not Path(job.get("state", "")).exists():
             raise gr.Error("compress a clip first (there is no fit to continue in this session)",
                            print_exception=False)
@@ -704,14 +725,59 @@ def make_keep_improving(ui):
     return keep_improving
 
 
+_UNKNOWN_JOB = ("this browser's previous fit is unknown on this server or has expired (fits are kept "
+                f"{S.JOB_MAX_AGE_S / 3600:g} h after their last use, and not across a server restart); "
+                "compress the clip again to start a fresh fit")
+
+
+def _not_running(jid: str | None) -> None:
+    if jid and ACTIVE.get(f"job:{jid}"):
+        raise LimitError("this browser's fit is already running (in another tab?): wait for it, or stop it first")
+
+
 @_guarded
-def stop(request: gr.Request) -> str:
+def stop(job_id=None, request: gr.Request = None) -> str:
     """Stop the running fit after its current step; the code is then written from the state so far."""
-    wd = ACTIVE.get(_session_key(request))
+    wd = ACTIVE.get(f"job:{S.check_job_id(job_id)}") if job_id else None
+    wd = wd or ACTIVE.get(_session_key(request))
     if not wd:
         return "Nothing is fitting in this session."
     (Path(wd) / "STOP").write_text("stop")
     return "**Stopping** after the current step..."
+
+
+def restore_job(job_id):
+    """On page load: the browser's job id (a new one if it has none), and its saved fit and last
+    result if the server still has them (a page reload keeps the fit)."""
+    keys = [k for k in OUTPUT_KEYS if k != "job"]
+    blank = {k: gr.update() for k in keys}
+    try:
+        jid = S.check_job_id(job_id) if job_id else None
+    except LimitError:
+        jid = None
+    job = S.load_job(jid) if jid else None
+    if job is None:
+        if jid:
+            blank["status"] = f"*{_UNKNOWN_JOB[0].upper()}{_UNKNOWN_JOB[1:]}.*"
+        return [S.new_job_id(), None] + [blank[k] for k in keys]
+    out = dict(blank)
+    last = job.get("last") or {}
+    for k in keys:
+        if k in last:
+            out[k] = last[k]
+    try:
+        step = S.state_step(job["state"]) if Path(job["state"]).exists() else 0
+    except Exception:
+        step = int(job.get("steps_done", 0))
+    if last:
+        out["status"] = f"*Restored after a page reload.* {last.get('status', '')}"
+    else:
+        out["original"] = job.get("original")
+        out["status"] = (f"*Restored after a page reload:* the fit is saved at step {step} (no code written yet); "
+                         "*Keep improving* continues it.")
+    if ACTIVE.get(f"job:{jid}"):
+        out["status"] = f"**A fit of this job is still running** (saved at step {step}). " + out["status"]
+    return [jid, job] + [out[k] for k in keys]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -850,6 +916,9 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(INTRO)
         gr.Markdown(S.describe_backbone(BACKBONE, LOAD_ERROR), elem_classes=["lc-banner"], elem_id="backbone-banner")
         job = gr.State(None, time_to_live=S.JOB_MAX_AGE_S, delete_callback=_delete_job)
+        # the browser's job id (localStorage, encrypted): the fit and its last result survive a reload
+        job_id = gr.BrowserState(None, storage_key="lora_codec_job_id",
+                                 secret=os.environ.get("LORA_CODEC_APP_SECRET") or None)
         with gr.Tabs() as tabs:
             with gr.Tab("Compress", id="compress"):
                 with gr.Row():
@@ -968,11 +1037,11 @@ def build_demo() -> gr.Blocks:
 
         go.click(make_compress(ui),
                  [video, caption, start, rate_mode, target_kb, fit_steps, refine, seed, sample_steps, frames, batch,
-                  refine_steps, job],
+                  refine_steps, job, job_id],
                  outputs, api_name="encode", concurrency_id="model", concurrency_limit=CONCURRENCY,
                  show_progress="minimal", show_progress_on=[status])
-        stop_btn.click(stop, None, status, api_name="stop", queue=False)
-        more_btn.click(make_keep_improving(ui), [extra, job], outputs, api_name="keep_improving",
+        stop_btn.click(stop, job_id, status, api_name="stop", queue=False)
+        more_btn.click(make_keep_improving(ui), [extra, job, job_id], outputs, api_name="keep_improving",
                        concurrency_id="model", concurrency_limit=CONCURRENCY, show_progress="minimal",
                        show_progress_on=[status])
         send.click(lambda text: (text, None, gr.Tabs(selected="decode")), code_text, [in_text, in_file, tabs],
@@ -984,8 +1053,10 @@ def build_demo() -> gr.Blocks:
         d_go.click(decode_code, [in_file, in_text, d_steps, d_refine_mode, d_refine_k, d_caption],
                    [d_video, d_file, d_status, d_report], api_name="decode", concurrency_id="model",
                    concurrency_limit=CONCURRENCY)
+        demo.load(restore_job, job_id, [job_id] + outputs, api_visibility="private", queue=False)
         demo.unload(_end_session)
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=int(os.environ.get("LORA_CODEC_APP_QUEUE", "16")))
+    # room for a burst of requests (they wait their turn; a full queue rejects them)
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=int(os.environ.get("LORA_CODEC_APP_QUEUE", "64")))
     return demo
 
 

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -405,6 +406,74 @@ def sweep(max_age_s: float = JOB_MAX_AGE_S) -> int:
         except OSError:
             pass
     return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs kept across a page reload: a per-browser job id (kept in the browser) names a job folder here
+# holding the clip, the settings, the fit state and the last result (job.json). Same expiry as every
+# job folder: `sweep` removes it JOB_MAX_AGE_S after its last use.
+
+JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
+JOB_FILE = "job.json"
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_job_id(job_id) -> str:
+    """A job id from a client: exactly 32 lower-case hex digits (LimitError otherwise). Never used
+    in a path before this check."""
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+        raise LimitError("not a valid job id (expected 32 hexadecimal digits, as this app makes them)")
+    return job_id
+
+
+def job_dir(job_id: str) -> Path:
+    return APP_TMP / f"job-{check_job_id(job_id)}"
+
+
+def fresh_job_dir(job_id: str) -> Path:
+    """An empty folder for job `job_id` (a previous job of that id is deleted)."""
+    d = job_dir(job_id)
+    remove_workdir(d)
+    APP_TMP.mkdir(parents=True, exist_ok=True)
+    sweep()
+    d.mkdir()
+    return d
+
+
+def save_job(job: dict) -> None:
+    """Write a keyed job's record to its folder (atomically) and mark the folder as used now."""
+    jid = job.get("job_id")
+    if not jid:
+        return
+    d = job_dir(jid)
+    if not d.is_dir():
+        return
+    tmp = d / (JOB_FILE + ".tmp")
+    tmp.write_text(json.dumps(job, default=str))
+    os.replace(tmp, d / JOB_FILE)
+    os.utime(d)
+
+
+def load_job(job_id: str) -> dict | None:
+    """The saved job of `job_id`, or None when it is unknown or has expired (its folder swept).
+    Paths are rebuilt from the folder, not taken from the record."""
+    d = job_dir(job_id)
+    f = d / JOB_FILE
+    if not f.is_file() or time.time() - d.stat().st_mtime > JOB_MAX_AGE_S:
+        return None
+    try:
+        job = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(job, dict) or job.get("job_id") != job_id:
+        return None
+    job.update(dir=str(d), state=str(d / "fit_state.safetensors"), clip=str(d / "clip.npz"),
+               original=str(d / "original.mp4"))
+    os.utime(d)
+    return job
 
 
 @dataclasses.dataclass

@@ -102,7 +102,9 @@ def test_api_names_are_stable(client):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert {"/encode", "/keep_improving", "/stop", "/estimate", "/decode", "/describe_code"} <= set(api)
     params = [p["parameter_name"] for p in api["/encode"]["parameters"]]
-    assert params == list(_encode_args())
+    assert params == list(_encode_args()) + ["job_id"]  # job_id: optional, last (the browser's job id)
+    assert [p["parameter_name"] for p in api["/keep_improving"]["parameters"]] == ["extra_steps", "job_id"]
+    assert api["/keep_improving"]["parameters"][1]["parameter_has_default"]  # old clients still work
     assert [p["parameter_name"] for p in api["/decode"]["parameters"]] == [
         "code_file", "code_text", "steps", "refine_mode", "refine_k", "caption"]
 
@@ -427,3 +429,80 @@ def test_stop_early_then_keep_improving(client):
     assert describe(Path(o["code_file"]).read_bytes())["total_bytes"] == first["total_bytes"]
     more = _outputs(client.predict(5, api_name="/keep_improving"))["summary"]
     assert more["fit_steps"] == first["fit_steps"] + 5 and not more["stopped_early"]
+
+
+# ---- robustness: a page reload keeps the fit; a burst of requests queues --------------------------
+
+
+def test_fit_survives_a_page_reload(app_url, app_module):
+    """The browser keeps a job id (gr.BrowserState); a new session (what a page reload gets) that
+    sends the same id continues the same fit from its saved step (k + n) and sees the last result."""
+    import uuid
+
+    from gradio_client import Client, handle_file
+
+    jid = uuid.uuid4().hex
+    first = Client(app_url, verbose=False)
+    o = _outputs(first.predict(**_encode_args(video=handle_file(str(EXAMPLE)), fit_steps=10), job_id=jid,
+                               api_name="/encode"))
+    k = o["summary"]["fit_steps"]
+    assert o["status"].startswith("**Done.**") and k == 10
+
+    reloaded = Client(app_url, verbose=False)  # a new session: its gr.State is empty
+    with pytest.raises(Exception, match="compress a clip first"):
+        reloaded.predict(3, api_name="/keep_improving")
+    # what the page shows after the reload (the load handler): the last result, the same id
+    got_id, job, status, *_rest = app_module.restore_job(jid)
+    assert got_id == jid and job["steps_done"] == k and status.startswith("*Restored")
+    more = _outputs(reloaded.predict(3, job_id=jid, api_name="/keep_improving"))
+    assert more["summary"]["fit_steps"] == k + 3 and more["status"].startswith("**Done.**")
+
+    # an unknown or expired id: said plainly, and the page starts fresh with a new id
+    other = uuid.uuid4().hex
+    with pytest.raises(Exception) as e:
+        reloaded.predict(3, job_id=other, api_name="/keep_improving")
+    assert "unknown on this server or has expired" in str(e.value) and "Traceback" not in str(e.value)
+    new_id, job, status, *_rest = app_module.restore_job(other)
+    assert job is None and new_id != other and re.fullmatch(r"[0-9a-f]{32}", new_id) and "expired" in status
+    # ids come from the client: only 32 hex digits, never a path
+    for bad in ("../" + "0" * 29, "F" * 32, "0" * 31):
+        with pytest.raises(Exception, match="not a valid job id"):
+            reloaded.predict(3, job_id=bad, api_name="/keep_improving")
+    assert app_module.restore_job("../../etc")[1] is None
+
+
+def test_a_burst_of_decodes_queues_and_the_server_stays_healthy(app_url, app_module, tiny):
+    """20 concurrent decode requests (tiny backbone, a 1-frame code, 1 step) are all queued and served
+    (none rejected as 'queue full'), and a fresh request succeeds afterwards."""
+    import concurrent.futures
+    import time
+    from fractions import Fraction
+
+    from gradio_client import Client
+
+    from lora_codec import bitstream
+    from lora_codec.codec import EncodeSettings, encode
+    from lora_codec.video import Clip
+
+    from .conftest import synthetic_frames
+
+    n = 20
+    assert app_module.demo._queue.max_size is None or app_module.demo._queue.max_size >= n
+    frames = synthetic_frames(frames=1, height=64, width=112)
+    clip = Clip(frames=frames, fps=Fraction(16), src_width=112, src_height=64, src_frames=1)
+    text = bitstream.to_text(encode(clip, EncodeSettings(model="tiny", caption="burst", fit_steps=2, sample_steps=1),
+                                    backbone=tiny).data)
+    client = Client(app_url, verbose=False)
+    deadline = time.monotonic() + 300
+
+    def one(_i):
+        job = client.submit(None, text, 1, "all", 1, "", api_name="/decode")
+        return job.result(timeout=max(1.0, deadline - time.monotonic()))
+
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(one, range(n)))
+    assert len(results) == n
+    for _video, _file, status, rep in results:
+        assert status.startswith("**Decoded**") and rep["frames"] == 1
+    _v, _f, status, _rep = Client(app_url, verbose=False).predict(None, text, 1, "all", 1, "", api_name="/decode")
+    assert status.startswith("**Decoded**")

@@ -130,3 +130,27 @@ def test_compress_download_decode_in_a_browser(page, app_url, tmp_path):  # noqa
     text = toast.inner_text()
     assert "corrupt text code" in text and "Traceback" not in text
     assert (shots / "compress.png").stat().st_size > 10_000 and (shots / "decode.png").stat().st_size > 10_000
+
+
+def test_a_page_reload_keeps_the_fit(page, app_url):  # noqa: F811
+    """Compress, reload the page: the last result is shown again, and Keep improving continues the
+    same fit (k + n steps) - the job id lives in the browser (gr.BrowserState)."""
+    page.goto(app_url)
+    page.wait_for_selector("#compress-btn")
+    page.locator("#clip-in input[type=file]").set_input_files(str(EXAMPLE))
+    page.wait_for_selector("#clip-in video")
+    _set_number(page, "fit-steps", 10)
+    page.wait_for_function("document.querySelector('#estimate').innerText.includes('10 steps')")
+    page.click("#compress-btn")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Done.')", timeout=TIMEOUT_MS)
+    assert "after 10 fit steps" in page.locator("#status").inner_text()
+
+    page.reload()
+    page.wait_for_function("document.querySelector('#status') && "
+                           "document.querySelector('#status').innerText.includes('Restored')")
+    assert "after 10 fit steps" in page.locator("#status").inner_text()
+    assert page.locator("#code-text textarea").input_value().startswith("vov1:")
+    _set_number(page, "more-steps", 3)
+    page.click("#more-btn")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('after 13 fit steps')",
+                           timeout=TIMEOUT_MS)
