@@ -214,8 +214,10 @@ def markdown(result: dict, json_path: str) -> str:
         " - timings are wall-clock; a load above the core count means other jobs shared the CPU and slowed them down",
         f"- git: {_cell(result['git'].get('commit'))}{' (uncommitted changes)' if result['git'].get('dirty') else ''}",
         f"- backbone: `{result['backbone']}`",
-        "",
     ]
+    if result.get("operator_note"):
+        lines.append(f"- note on this run: {result['operator_note']}")
+    lines += [""]
     if result["backbone"] == "tiny":
         lines += [f"**Backbone caveat:** {result['note']}.", "",
                   "Not measured in this run: anything with the real `wan2.1-t2v-1.3b` backbone (it needs a CUDA GPU "
@@ -253,16 +255,24 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="the JSON file to write")
     ap.add_argument("--results-md", default=None, help="also render the results as markdown to this file")
     ap.add_argument("--render", default=None, metavar="JSON", help="only render an existing JSON to --results-md")
+    ap.add_argument("--note", default=None,
+                    help="a remark about the run kept in the JSON (e.g. other jobs sharing the machine); with "
+                         "--render it is added to that JSON")
     args = ap.parse_args(argv)
     if args.render:
         path = Path(args.render)
         result = json.loads(path.read_text())
+        if args.note:
+            result["operator_note"] = args.note
+            path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     else:
         only = [x.strip() for x in args.only.split(",")] if args.only else None
         unknown = sorted(set(only or []) - set(BENCHMARKS))
         if unknown:
             ap.error(f"unknown benchmark(s): {', '.join(unknown)}")
         result = _clean(run_all(args.quick, only))
+        if args.note:
+            result["operator_note"] = args.note
         path = Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")

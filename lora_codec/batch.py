@@ -383,9 +383,7 @@ def _encode_one(item: ClipItem, settings, backbone, layout: Layout, dist: Dist, 
             def callback(p, _session=session):
                 if p.step % opts.save_every == 0 and p.step < p.total:
                     state_path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = state_path.with_name(state_path.name + ".tmp")
-                    _session.save_state(tmp)
-                    os.replace(tmp, state_path)
+                    _session.save_state(state_path)  # atomic (temporary file + rename)
         session.fit(callback=callback)
         res = session.finish()
     encode_seconds = time.perf_counter() - t0

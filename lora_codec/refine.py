@@ -226,8 +226,8 @@ def candidate_noise(seed: int, step, k, n: int, device: torch.device | str = "cp
     k0, k1 = _key(seed)
     blocks = (int(n) + 3) // 4
     batched = np.ndim(step) > 0 or np.ndim(k) > 0
-    steps_, ks_ = np.broadcast_arrays(np.asarray(step, dtype=np.int64).reshape(-1),
-                                      np.asarray(k, dtype=np.int64).reshape(-1))
+    steps_, ks_ = (np.array(a) for a in np.broadcast_arrays(np.asarray(step, dtype=np.int64).reshape(-1),
+                                                            np.asarray(k, dtype=np.int64).reshape(-1)))
     rows = steps_.shape[0]
     if _use_torch(device, backend):
         j = torch.arange(blocks, dtype=torch.int64, device=device).view(1, -1)

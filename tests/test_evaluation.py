@@ -125,3 +125,23 @@ def test_plot_rd(tmp_path):
     assert (tmp_path / "a.svg").read_text().lstrip().startswith("<?xml")
     with pytest.raises(EvaluationError):
         plot_rd(result, tmp_path / "a.jpg")
+
+
+def test_benchmark_runner_writes_json_and_markdown(tmp_path):
+    """benchmarks/run.py: one JSON with the machine and backbone, markdown rendered from it alone."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    out, md = tmp_path / "latest.json", tmp_path / "RESULTS.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--only", "entropy", "--out",
+                        str(out), "--results-md", str(md), "--note", "a test run"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert list(result["benchmarks"]) == ["entropy"] and result["quick"] is True
+    assert result["machine"]["cores"] and result["backbone"] in ("tiny", "wan2.1-t2v-1.3b")
+    text = md.read_text()
+    assert "## entropy" in text and "a test run" in text and result["date_utc"] in text
+    assert str(result["benchmarks"]["entropy"]["theta"][0]["payload_bits"]) in text
