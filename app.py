@@ -254,6 +254,19 @@ def _setup_estimate(job: dict) -> float:
     return c.setup(g.frames * g.height * g.width)
 
 
+def _resume_session(job: dict) -> EncodeSession:
+    """The job's encode session as the last GPU call left it: clip + settings + saved fit state."""
+    session = EncodeSession.start(S.load_clip(job), _settings_from(job), backbone=BACKBONE)
+    try:
+        state = Path(job["state"])
+        if state.exists():
+            session.load_state(state)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
 def _fit_duration(job: dict, seconds: float) -> float:
     return S.call_duration(_setup_estimate(job) + float(seconds))
 
@@ -264,11 +277,9 @@ def gpu_fit(job: dict, seconds: float):
     `seconds` (or until done / stopped), save the state. Yields progress dicts."""
     try:
         t0 = time.perf_counter()
-        session = EncodeSession.start(S.load_clip(job), _settings_from(job), backbone=BACKBONE)
+        session = _resume_session(job)
+        state = Path(job["state"])
         try:
-            state = Path(job["state"])
-            if state.exists():
-                session.load_state(state)
             target = int(job["target_steps"])
             total = session.fit_config.total_steps
             if target > total:  # keep improving past the schedule: a longer stage 2
@@ -334,11 +345,8 @@ def gpu_finish(job: dict) -> dict:
     and decode it exactly as a receiver would. Returns bytes, the report and uint8 frames."""
     try:
         t0 = time.perf_counter()
-        session = EncodeSession.start(S.load_clip(job), _settings_from(job), backbone=BACKBONE)
+        session = _resume_session(job)
         try:
-            state = Path(job["state"])
-            if state.exists():
-                session.load_state(state)
             result = session.finish()
         finally:
             session.close()

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .bitstream import TARGET_PRESETS
 from .errors import BackboneError
 
 log = logging.getLogger(__name__)
@@ -37,16 +38,8 @@ TINY_NAME = "tiny"
 BACKBONE_NAMES = (WAN_NAME, TINY_NAME)
 
 # The method's adapter targets (METHOD.md section 1): q, k, v, out of self- and cross-attention.
-DEFAULT_TARGETS = (
-    "attn1.to_q",
-    "attn1.to_k",
-    "attn1.to_v",
-    "attn1.to_out.0",
-    "attn2.to_q",
-    "attn2.to_k",
-    "attn2.to_v",
-    "attn2.to_out.0",
-)
+# The code file stores this list as preset 1 (bitstream.TARGET_PRESETS).
+DEFAULT_TARGETS = TARGET_PRESETS[1]
 
 
 def _reference_config_path() -> Path | None:

@@ -44,6 +44,23 @@ def _progress_bar(total: int, desc: str, disable: bool):
     return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
+def _lazy_bar(desc: str, quiet: bool):
+    """A progress callback `(i, n)` whose bar is created on the first call (n known then), and its closer."""
+    holder = {}
+
+    def progress(i, n):
+        if "bar" not in holder:
+            holder["bar"] = _progress_bar(n, desc, disable=quiet)
+        holder["bar"].n = i
+        holder["bar"].refresh()
+
+    def close():
+        if "bar" in holder:
+            holder["bar"].close()
+
+    return progress, close
+
+
 def cmd_encode(args) -> int:
     from . import codec
 
@@ -109,20 +126,11 @@ def cmd_encode(args) -> int:
             return 0
         if args.save_state:
             session.save_state(state_path)
-        rbar = None
-
-        def on_refine(i, n):
-            nonlocal rbar
-            if rbar is None:
-                rbar = _progress_bar(n, "refinement track", disable=quiet)
-            rbar.n = i
-            rbar.refresh()
-
+        on_refine, close_refine = _lazy_bar("refinement track", quiet)
         try:
             result = session.finish(progress=on_refine)
         finally:
-            if rbar is not None:
-                rbar.close()
+            close_refine()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.data)
     if not args.save_state and state_path.exists():
@@ -163,14 +171,7 @@ def cmd_decode(args) -> int:
 
     data = _read_code_arg(args.input)
     quiet = args.json or args.quiet
-    bar = None
-
-    def progress(i, n):
-        nonlocal bar
-        if bar is None:
-            bar = _progress_bar(n, "sampling", disable=quiet)
-        bar.n = i
-        bar.refresh()
+    progress, close_bar = _lazy_bar("sampling", quiet)
 
     kwargs = {}
     refine = getattr(args, "refine", None)
@@ -179,8 +180,7 @@ def cmd_decode(args) -> int:
     try:
         result = codec.decode(data, steps=args.steps, caption=args.caption, progress=progress, **kwargs)
     finally:
-        if bar is not None:
-            bar.close()
+        close_bar()
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_video(out, result.frames, result.fps)
