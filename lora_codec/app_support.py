@@ -649,7 +649,7 @@ def describe_backbone(backbone, load_error: str | None = None) -> str:
             f"**Serving the `tiny` backbone on the {backbone.device.type.upper()}{why}.** It has random seeded "
             "weights and **no visual knowledge**: its reconstructions are noise-like, so this instance shows the "
             "plumbing (fitting, the code, the byte accounting, decoding, the comparison), not the quality. "
-            "The real codec needs the **Wan2.1-T2V-1.3B model** (about 17 GB of weights with its text encoder) on "
+            "The real codec needs the **Wan2.1-T2V-1.3B model** (its umt5-xxl text encoder alone is about 11 GB in bf16, per the published configuration) on "
             "a CUDA GPU - an H100/H200-class card or a ZeroGPU Space. Codes made here decode only with `tiny`.")
     where = "a ZeroGPU H200 slice" if ON_ZEROGPU else f"{backbone.device.type.upper()}"
     return (f"**Serving Wan2.1-T2V-1.3B on {where}.** Codes made here decode with the same weights anywhere "

@@ -5,7 +5,7 @@ Two backbones share every class (diffusers `WanTransformer3DModel`, `Autoencoder
 `WanPipeline` so that caption embedding is the pipeline's own):
 
 * ``wan2.1-t2v-1.3b`` - the real model, loaded with ``from_pretrained`` from the hub id (or a local
-  directory), bf16 on CUDA. Needs the weights (about 17 GB with the text encoder).
+  directory), bf16 on CUDA. Needs the weights (the umt5-xxl text encoder alone is about 11 GB in bf16).
 * ``tiny`` - small configs, weights drawn from a fixed seed, a byte-level tokenizer built in code.
   It builds offline in about a second and has NO visual knowledge: it exists so every code path runs
   on a CPU. Anything it decodes is noise-like; every place that shows its output says so.
