@@ -26,6 +26,7 @@ except Exception:  # pragma: no cover - not installed
     spaces = None
 
 import dataclasses  # noqa: E402
+import contextlib
 import functools  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
@@ -153,31 +154,31 @@ def _internal_error(exc: BaseException) -> gr.Error:
                     print_exception=False)
 
 
+@contextlib.contextmanager
+def _errors_as_messages():
+    """LoraCodecError -> a one-line gr.Error; anything else -> a short 'internal error'."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except LoraCodecError as exc:
+        raise _user_error(exc) from None
+    except Exception as exc:
+        raise _internal_error(exc) from None
+
+
 def _guarded(fn):
-    """Every LoraCodecError becomes a one-line gr.Error; anything else a short 'internal error'."""
+    """Wrap a callback (plain or generator) in `_errors_as_messages`."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
-        def gen_wrapper(*args, **kwargs):
-            try:
+        def wrapper(*args, **kwargs):
+            with _errors_as_messages():
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except LoraCodecError as exc:
-                raise _user_error(exc) from None
-            except Exception as exc:
-                raise _internal_error(exc) from None
-        wrapper = gen_wrapper
     else:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            try:
+            with _errors_as_messages():
                 return fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except LoraCodecError as exc:
-                raise _user_error(exc) from None
-            except Exception as exc:
-                raise _internal_error(exc) from None
     return wrapper
 
 

@@ -23,7 +23,7 @@ import av
 import numpy as np
 
 from .errors import LimitError, VideoError
-from .video import _check_frames, _decode_bytes, _encode, _fps_fraction, _pad_for_codec
+from .video import check_frames, _decode_bytes, _encode, _fps_fraction, _pad_for_codec
 
 __all__ = [
     "CODECS",
@@ -115,7 +115,7 @@ def encode_at_crf(
     be sent. `codec` is 'x264' / 'x265' / 'av1' or the encoder name; `preset` overrides
     DEFAULT_PRESETS.
     """
-    frames = _check_frames(frames_uint8, "frames_uint8")
+    frames = check_frames(frames_uint8, "frames_uint8")
     rate = _fps_fraction(fps)
     _short, name = _resolve(codec)
     crf = _check_crf(name, crf)
@@ -194,7 +194,7 @@ def encode_at_budget(
     The search (see `_search_crf`) usually takes 3-5 encodes, starting from the cheap worst
     CRF, then one decode.
     """
-    frames = _check_frames(frames_uint8, "frames_uint8")
+    frames = check_frames(frames_uint8, "frames_uint8")
     rate = _fps_fraction(fps)
     short, name = _resolve(codec)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:

@@ -34,13 +34,10 @@ _CHUNK_PIXELS = 4 << 20  # frames * H * W per MS-SSIM batch, bounds the memory
 
 
 def _check_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
-    for name, x in (("a", a), ("b", b)):
-        if not isinstance(x, np.ndarray):
-            raise VideoError(f"clip {name} must be a numpy array, got {type(x).__name__}")
-        if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[:3]) < 1:
-            raise VideoError(f"clip {name} must have shape [T, H, W, 3], got {list(x.shape)}")
-        if x.dtype != np.uint8:
-            raise VideoError(f"clip {name} must be uint8, got {x.dtype}")
+    from .video import check_frames
+
+    check_frames(a, "clip a")
+    check_frames(b, "clip b")
     if a.shape != b.shape:
         raise VideoError(f"cannot compare clips of different shapes {list(a.shape)} and {list(b.shape)}")
     return a, b

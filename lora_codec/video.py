@@ -461,7 +461,7 @@ def _read_container(container, name, *, start_seconds, max_frames, limits) -> Cl
 # --------------------------------------------------------------------------------------------
 
 
-def _check_frames(frames: Any, what: str = "frames") -> np.ndarray:
+def check_frames(frames: Any, what: str = "frames") -> np.ndarray:
     if not isinstance(frames, np.ndarray):
         raise VideoError(f"{what} must be a numpy array, got {type(frames).__name__}")
     if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape[:3]) < 1:
@@ -601,7 +601,7 @@ def write_video(
     The container is chosen from the file extension. A failed write leaves no partial file.
     """
     name = os.fspath(path)
-    frames = _pad_for_codec(_check_frames(frames_uint8), codec)
+    frames = _pad_for_codec(check_frames(frames_uint8), codec)
     rate = _fps_fraction(fps)
     try:
         crf_i = int(crf)
@@ -682,7 +682,7 @@ def fit_to_geometry(frames_uint8: np.ndarray, frames: int, height: int, width: i
     (1x1) need no huge intermediate. Sub-pixel rounding of the window can stretch the
     aspect ratio by at most one source pixel.
     """
-    src = _check_frames(frames_uint8, "frames_uint8")
+    src = check_frames(frames_uint8, "frames_uint8")
     if frames < 1 or height < 1 or width < 1:
         raise ValueError("frames, height and width must be >= 1")
     T, H, W, _ = src.shape
@@ -717,7 +717,7 @@ def fit_to_geometry(frames_uint8: np.ndarray, frames: int, height: int, width: i
 
 def video_to_tensor(frames_uint8: np.ndarray) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float32 [3, T, H, W] in [-1, 1]."""
-    frames = _check_frames(frames_uint8, "frames_uint8")
+    frames = check_frames(frames_uint8, "frames_uint8")
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
     return x.div_(127.5).sub_(1.0)
 
