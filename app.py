@@ -71,10 +71,11 @@ except BackboneError as _exc:
     if MODEL.lower() != "auto":
         raise
     LOAD_ERROR = str(_exc)
-    log.warning("falling back to the tiny backbone: %s", LOAD_ERROR)
-    BACKBONE = load_backbone("tiny")
+    log.warning("falling back to the small backbone: %s", LOAD_ERROR)
+    BACKBONE = load_backbone("small")
 
 TINY = BACKBONE.is_tiny
+WAN = not (BACKBONE.is_tiny or BACKBONE.is_small)  # the real model (the CPU backbones code their native size)
 CALL = "GPU call" if BACKBONE.device.type == "cuda" else "slice"  # what one fit slice is called on the page
 LIMITS = S.LIMITS
 ENCODE_FIELDS = {f.name for f in dataclasses.fields(EncodeSettings)}
@@ -122,10 +123,10 @@ else:
 # UI defaults per backbone
 FRAME_CHOICES = S.allowed_frame_counts(BACKBONE)
 D = BACKBONE.defaults
-DEFAULT_FRAMES = BACKBONE.native.frames if TINY else min(33, BACKBONE.native.frames)
-DEFAULT_FIT_STEPS = 60 if TINY else 300
-DEFAULT_BATCH = D.batch if TINY else 1
-DEFAULT_TARGET_KB = 1.0 if TINY else 32.0
+DEFAULT_FRAMES = min(33, BACKBONE.native.frames) if WAN else BACKBONE.native.frames
+DEFAULT_FIT_STEPS = 300 if WAN else (60 if TINY else D.stage1_steps + D.stage2_steps)
+DEFAULT_BATCH = 1 if WAN else D.batch
+DEFAULT_TARGET_KB = 32.0 if WAN else (1.0 if TINY else 2.0)
 PRESETS = {  # API value -> (label, rate weight lambda; METHOD.md: ~3e-3 .. 15e-3)
     "small": ("small (λ = 0.015)", 15e-3),
     "balanced": ("balanced (λ = 0.005)", 5e-3),
@@ -475,7 +476,7 @@ def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2,
         f" + decoding the reconstruction ({sample_steps} steps): ~{S.fmt_seconds(p.finish_s + p.decode_s + p.setup_s)}",
         "- then x265 at the same size and the metrics, on the CPU",
     ]
-    if not TINY:
+    if WAN:
         full = S.plan_encode(c, BACKBONE, BACKBONE.coded_geometry(BACKBONE.native.frames, BACKBONE.native.height,
                              BACKBONE.native.width), fit_steps=D.stage1_steps + D.stage2_steps, batch=D.batch,
                              sample_steps=D.sample_steps)
@@ -909,8 +910,8 @@ def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, req
 INTRO = """# lora_codec - a video as one small adapter
 
 A clip is encoded as **one quantised vector** for a UniLoRA adapter on a frozen video diffusion model
-(Wan2.1-T2V-1.3B); decoding samples the adapted model from a stored noise seed. A code is about 1 kB (tiny
-test model) to 32 kB (Wan, 81 frames at 832x480). Method: *Compression as Adaptation* (He, Guo et al., 2026).
+(Wan2.1-T2V-1.3B); decoding samples the adapted model from a stored noise seed. A code is about 1-3 kB (the
+CPU `small` model, 9 frames at 128x80) to 32 kB (Wan, 81 frames at 832x480). Method: *Compression as Adaptation* (He, Guo et al., 2026).
 """
 
 CSS = """
@@ -952,7 +953,7 @@ def build_demo() -> gr.Blocks:
                             target_kb = gr.Number(DEFAULT_TARGET_KB, label="Size target (kB = 1000 bytes)",
                                                   minimum=0.05, step=0.1, info="used when Size is 'size target'")
                         with gr.Row():
-                            fit_steps = gr.Slider(10, 3000 if not TINY else 1000, value=DEFAULT_FIT_STEPS, step=1,
+                            fit_steps = gr.Slider(10, 3000 if WAN else 1000, value=DEFAULT_FIT_STEPS, step=1,
                                                   elem_id="fit-steps", label="Fit budget (optimiser steps)",
                                                   info="anytime: stop early or keep improving later")
                             refine = gr.Slider(0, REFINE_MAX_LOG2, value=0, step=1,

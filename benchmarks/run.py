@@ -5,9 +5,13 @@
 
 Benchmarks (each module's `run()`; a failing one is recorded with its error and the others still run):
 entropy coding (bench_entropy), fit-step overhead of the adapter (bench_fit), decode time (bench_decode),
-the refinement track (bench_refine), the tiny VAE's latent statistics (calibrate_tiny), and `compare`:
+the refinement track (bench_refine), the tiny VAE's latent statistics (calibrate_tiny), `compare`:
 the example clip encoded with the default backbone here, then compared with x264 / x265 / SVT-AV1 at the
-code's size and around it (lora_codec.evaluation).
+code's size and around it (lora_codec.evaluation), and the trained `small` backbone's quality on its
+evaluation clips (bench_small).
+
+`--only NAME[,NAME]` re-runs those benchmarks and, when `--out` exists, keeps the others from it (the
+re-run is listed with its own date, machine load and commit).
 
 The JSON records the command, the date, the machine (CPU, cores, GPU, load average before and after:
 timings are wall-clock and other jobs on the machine slow them down), the git commit, and the
@@ -98,6 +102,7 @@ BENCHMARKS = {
     "refine": ("bench_refine", lambda m, q: m.run(quick=q, fit_steps=40 if q else 100)),
     "calibrate_tiny": ("calibrate_tiny", lambda m, q: m.run()),
     "compare": (None, lambda m, q: bench_compare(q)),
+    "small": ("bench_small", lambda m, q: m.run(quick=q)),
 }
 
 
@@ -217,6 +222,10 @@ def markdown(result: dict, json_path: str) -> str:
     ]
     if result.get("operator_note"):
         lines.append(f"- note on this run: {result['operator_note']}")
+    for r in result.get("partial_runs", []):
+        lines.append(f"- re-run later: {', '.join(r['benchmarks'])} by `{r['command']}` on {r['date_utc']}, git "
+                     f"{_cell(r['git'].get('commit'))}, load average before {_cell(r['loadavg_before'])}, after "
+                     f"{_cell(r['loadavg_after'])}" + (f"; {r['operator_note']}" if r.get("operator_note") else ""))
     lines += [""]
     if result["backbone"] == "tiny":
         lines += [f"**Backbone caveat:** {result['note']}.", "",
@@ -229,6 +238,9 @@ def markdown(result: dict, json_path: str) -> str:
         lines += [f"## {name}", ""]
         if "error" in res:
             lines += [f"FAILED: `{_cell(res['error'])}`", ""]
+            continue
+        if name == "small":
+            lines += small_markdown(res)
             continue
         if name == "compare":
             g = res["geometry"]
@@ -246,6 +258,58 @@ def markdown(result: dict, json_path: str) -> str:
             continue
         lines += _render(res, 3)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def merge_into(previous: dict, partial: dict) -> dict:
+    """`previous` with the benchmarks of `partial` replaced, and the partial run recorded."""
+    merged = dict(previous)
+    merged["benchmarks"] = {**previous.get("benchmarks", {}), **partial["benchmarks"]}
+    merged["seconds"] = {**previous.get("seconds", {}), **partial["seconds"]}
+    runs = [r for r in previous.get("partial_runs", []) if not set(r["benchmarks"]) <= set(partial["benchmarks"])]
+    runs.append({"benchmarks": sorted(partial["benchmarks"]), "command": partial["command"],
+                 "date_utc": partial["date_utc"], "git": partial["git"],
+                 "loadavg_before": partial["machine"].get("loadavg_1_5_15"),
+                 "loadavg_after": partial["machine"].get("loadavg_after"),
+                 "operator_note": partial.get("operator_note")})
+    merged["partial_runs"] = runs
+    return merged
+
+
+SMALL_ROWS = (("vae", "the VAE alone (encode + decode: the ceiling)"),
+              ("unadapted", "the plain model, same seed and caption (no adapter)"),
+              ("default", "default code, decoded as a receiver would"))
+
+
+def small_markdown(res: dict) -> list[str]:
+    """The small backbone's quality section: one table per evaluation clip."""
+    t = res["training"]
+    lines = [f"Backbone: {res['backbone']}. Trained by `{t['command']}` ({t['threads']} threads): VAE {t['vae_seconds']} s, "
+             f"transformer {t['transformer_seconds']} s, {t['total_seconds']} s in all. Default fit: "
+             f"{res['defaults']['stage1_steps']} + {res['defaults']['stage2_steps']} steps x batch "
+             f"{res['defaults']['batch']}, rate weight {res['defaults']['rate_lambda']}, theta length "
+             f"{res['defaults']['theta_length']}, {res['defaults']['sample_steps']} sampling steps.", ""]
+    for name, c in res["clips"].items():
+        lines += [f"### {name}: `{c['clip']}`", "", "| what | bytes | PSNR (dB) | MS-SSIM |", "|---|---|---|---|"]
+        for key, label in SMALL_ROWS:
+            q = c[key]
+            lines.append(f"| {label} | {q.get('bytes', '-')} | {q['psnr_rgb']} | {q['ms_ssim']} |")
+        for p in c.get("rate_points", []):
+            lines.append(f"| code at rate weight {p['rate_lambda']:g} | {p['bytes']} | {p['psnr_rgb']} | {p['ms_ssim']} |")
+        if c.get("refine"):
+            r = c["refine"]
+            lines.append(f"| code with a refinement track (N = {r['n']}), track replayed | {r['bytes']} | "
+                         f"{r['track']['psnr_rgb']} | {r['track']['ms_ssim']} |")
+            lines.append(f"| the same code, plain ODE (track ignored) | {r['bytes']} | {r['plain_ode']['psnr_rgb']} | "
+                         f"{r['plain_ode']['ms_ssim']} |")
+        for row in c["classic"]:
+            if row["budget"] is None:
+                continue
+            fits = "" if row["fits"] else " (cannot get this small: its smallest file)"
+            lines.append(f"| {row['name']} at {row['budget']} bytes{fits} | {row['bytes']} | {_cell(row['psnr_rgb'])} | "
+                         f"{_cell(row['ms_ssim'])} |")
+        lines += ["", f"Default encode: {c['default']['fit_steps']} fit steps in {c['default']['encode_seconds']} s "
+                  "(fit, quantisation and the decode the encoder does).", ""]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -274,6 +338,8 @@ def main(argv=None) -> int:
         if args.note:
             result["operator_note"] = args.note
         path = Path(args.out)
+        if only and path.exists():
+            result = merge_into(json.loads(path.read_text()), result)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
         print(f"wrote {path}", file=sys.stderr)

@@ -651,6 +651,14 @@ def describe_backbone(backbone, load_error: str | None = None) -> str:
             "plumbing (fitting, the code, the byte accounting, decoding, the comparison), not the quality. "
             "The real codec needs the **Wan2.1-T2V-1.3B model** (its umt5-xxl text encoder alone is about 11 GB in bf16, per the published configuration) on "
             "a CUDA GPU - an H100/H200-class card or a ZeroGPU Space. Codes made here decode only with `tiny`.")
+    if backbone.is_small:
+        why = f" (the real model could not be loaded: {load_error})" if load_error else ""
+        return (
+            f"**Serving the `small` backbone on the {backbone.device.type.upper()}{why}.** It is a 7 MB model with "
+            "Wan's architecture, trained on two CPU cores on a few seconds of *Big Buck Bunny* and four photographs, "
+            "so a clip is coded at 9 frames of 128x80 and comes back recognisable but soft: far below the real "
+            "codec, which needs the **Wan2.1-T2V-1.3B model** (its text encoder alone is about 11 GB in bf16) on a "
+            "CUDA GPU. Codes made here decode only with `small`.")
     where = "a ZeroGPU H200 slice" if ON_ZEROGPU else f"{backbone.device.type.upper()}"
     return (f"**Serving Wan2.1-T2V-1.3B on {where}.** Codes made here decode with the same weights anywhere "
             "(`python -m lora_codec decode`).")

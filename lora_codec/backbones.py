@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 WAN_NAME = "wan2.1-t2v-1.3b"
 TINY_NAME = "tiny"
-BACKBONE_NAMES = (WAN_NAME, TINY_NAME)
+SMALL_NAME = "small"
+BACKBONE_NAMES = (WAN_NAME, SMALL_NAME, TINY_NAME)
 
 # The method's adapter targets (METHOD.md section 1): q, k, v, out of self- and cross-attention.
 # The code file stores this list as preset 1 (bitstream.TARGET_PRESETS).
@@ -246,12 +247,18 @@ class Backbone:
         self._caption_cache[caption] = emb
         return emb
 
+    @property
+    def is_small(self) -> bool:
+        return self.name == SMALL_NAME
+
     def describe(self) -> str:
         if self.is_tiny:
             return (
                 "tiny backbone (random seeded weights, no visual knowledge; for testing the code paths "
                 "on a CPU - its reconstructions are not meaningful)"
             )
+        if self.is_small:
+            return SMALL_DESCRIPTION
         return f"{WAN_NAME} on {self.device.type}"
 
 
@@ -385,6 +392,126 @@ def build_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.fl
 
 
 # ---------------------------------------------------------------------------------------------
+# small
+
+SMALL_DESCRIPTION = (
+    "small backbone (a 7 MB model with Wan's architecture, trained here on two CPU cores on a few seconds of "
+    "Big Buck Bunny and four photographs: it recognisably reconstructs 9-frame clips at 128x80, far below Wan2.1-1.3B)"
+)
+SMALL_WEIGHTS = Path(__file__).resolve().parent / "weights" / "small"
+
+# Wan's classes at a size that trains on 2 CPU cores (scripts/train_small.py) and fits a clip in
+# about a minute there. Native geometry 9 frames of 128x80 (latents 16 x 3 x 10 x 16, 120 tokens): its VAE
+# was trained on clips of up to 9 frames, and measured worse past them (frames 9-16 of a 17-frame clip).
+SMALL_CONFIG = {
+    "transformer": dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=4,
+        attention_head_dim=32,
+        in_channels=16,
+        out_channels=16,
+        text_dim=64,
+        freq_dim=64,
+        ffn_dim=512,
+        num_layers=6,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
+    ),
+    "vae": dict(
+        base_dim=16,
+        z_dim=16,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        attn_scales=[],
+        temperal_downsample=[False, True, True],
+    ),
+    "text_encoder": dict(
+        vocab_size=259,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=16,
+        relative_attention_max_distance=64,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    ),
+    "native": dict(frames=9, height=80, width=128),
+    "max_sequence_length": 64,
+    "shift": 3.0,
+}
+
+
+SMALL_DEFAULTS = FitDefaults(
+    stage1_steps=150,
+    stage2_steps=100,
+    lr1=2e-2,
+    lr2=1e-2,
+    batch=2,
+    rate_lambda=1e-2,
+    ramp_steps=40,
+    rank=1,
+    theta_length=4096,
+    sample_steps=20,
+    shift=SMALL_CONFIG["shift"],
+    guidance=1.0,
+)
+
+
+def build_small(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                weights: str | os.PathLike | None = None) -> Backbone:
+    """The `small` backbone: Wan's classes at SMALL_CONFIG with the trained weights shipped in the
+    package (`lora_codec/weights/small/`, made by scripts/train_small.py; MODEL_CARD.md there).
+
+    `weights` (or LORA_CODEC_SMALL_PATH) points at another folder of the same files. Raises
+    BackboneError when a file is missing or does not match the configuration."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from safetensors.torch import load_file
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    folder = Path(weights or os.environ.get("LORA_CODEC_SMALL_PATH") or SMALL_WEIGHTS)
+    device = torch.device(device)
+    cfg = SMALL_CONFIG
+    try:
+        record = json.loads((folder / "small.json").read_text())
+        vae_cfg = dict(cfg["vae"], latents_mean=record["latents_mean"], latents_std=record["latents_std"])
+        transformer = WanTransformer3DModel(**cfg["transformer"])
+        vae = AutoencoderKLWan(**vae_cfg)
+        text_encoder = UMT5EncoderModel(UMT5Config(**cfg["text_encoder"]))
+        for module, file in ((transformer, "transformer"), (vae, "vae"), (text_encoder, "text_encoder")):
+            state = {k: v.float() for k, v in load_file(folder / f"{file}.safetensors").items()}
+            module.load_state_dict(state, strict=True)
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BackboneError(f"cannot load the small backbone's weights from {folder} ({first}); "
+                            "reinstall lora_codec or rebuild them with scripts/train_small.py") from None
+    tokenizer = _byte_tokenizer(cfg["max_sequence_length"])
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg["shift"])
+    for m in (transformer, vae, text_encoder):
+        m.eval().requires_grad_(False)
+    if device.type != "cpu" or dtype != torch.float32:
+        transformer.to(device, dtype)
+        vae.to(device)
+        text_encoder.to(device)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer)
+    return Backbone(
+        name=SMALL_NAME,
+        pipe=pipe,
+        native=Geometry(**cfg["native"]),
+        max_sequence_length=cfg["max_sequence_length"],
+        device=device,
+        dtype=dtype,
+        defaults=dataclasses.replace(SMALL_DEFAULTS),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Wan2.1-T2V-1.3B
 
 WAN_DEFAULTS = FitDefaults(
@@ -467,24 +594,26 @@ _CACHE: dict[tuple, Backbone] = {}
 
 
 def resolve_name(name: str | None) -> str:
-    """'auto' -> the real model where CUDA is available, else 'tiny' (with a one-line notice)."""
+    """'auto' -> the real model where CUDA is available, else 'small' (with a one-line notice)."""
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
             return WAN_NAME
-        log.warning("no CUDA device: using the offline 'tiny' backbone (no visual knowledge; for testing)")
-        return TINY_NAME
+        log.warning("no CUDA device: using the offline 'small' backbone (trained here on a few clips; far below Wan)")
+        return SMALL_NAME
     if name not in BACKBONE_NAMES:
         raise BackboneError(f"unknown model '{name}'; choose one of: auto, {', '.join(BACKBONE_NAMES)}")
     return name
 
 
 def load_backbone(name: str | None = "auto", *, device: str | torch.device | None = None, source: str | None = None) -> Backbone:
-    """Load (and cache) a backbone by name: 'auto', 'tiny' or 'wan2.1-t2v-1.3b'."""
+    """Load (and cache) a backbone by name: 'auto', 'small', 'tiny' or 'wan2.1-t2v-1.3b'."""
     resolved = resolve_name(name)
     key = (resolved, str(device), source)
     if key not in _CACHE:
-        if resolved == TINY_NAME:
+        if resolved == SMALL_NAME:
+            _CACHE[key] = build_small(torch.device(device or "cpu"), weights=source)
+        elif resolved == TINY_NAME:
             dev = torch.device(device or "cpu")
             dtype = torch.bfloat16 if (dev.type == "cuda" and os.environ.get("LORA_CODEC_TINY_BF16")) else torch.float32
             _CACHE[key] = build_tiny(dev, dtype)

@@ -566,7 +566,7 @@ def run_batch(inputs: list, outdir, settings, opts: BatchOptions | None = None, 
 
 def _add_encode_options(b) -> None:
     """The encode command's fit/code options (same names and meaning as `encode`)."""
-    b.add_argument("--model", default="auto", help="auto (default: Wan on CUDA, else tiny), tiny, wan2.1-t2v-1.3b")
+    b.add_argument("--model", default="auto", help="auto (default: Wan on CUDA, else small), small (trained here, CPU), tiny (random, tests), wan2.1-t2v-1.3b")
     b.add_argument("--steps", type=int, default=None, help="total fit steps per clip (default: the backbone's)")
     rate = b.add_mutually_exclusive_group()
     rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="rate weight")

@@ -82,7 +82,7 @@ def cmd_encode(args) -> int:
         for note in session.notes:
             if not quiet:
                 print(f"note: {note}", file=sys.stderr)
-        if session.backbone.is_tiny and not quiet:
+        if (session.backbone.is_tiny or session.backbone.is_small) and not quiet:
             print("note: " + session.backbone.describe(), file=sys.stderr)
         if args.resume:
             session.load_state(args.resume)
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("encode", help="fit a code to a clip")
     e.add_argument("input", help="a video file (anything PyAV can open)")
     e.add_argument("-o", "--output", required=True, help="the code file to write (.vov)")
-    e.add_argument("--model", default="auto", help="auto (default: Wan on CUDA, else tiny), tiny, wan2.1-t2v-1.3b")
+    e.add_argument("--model", default="auto", help="auto (default: Wan on CUDA, else small), small (trained here, CPU), tiny (random, tests), wan2.1-t2v-1.3b")
     e.add_argument("--steps", type=int, default=None, help="total fit steps (default: the backbone's)")
     rate = e.add_mutually_exclusive_group()
     rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="rate weight")

@@ -1,9 +1,12 @@
-"""Shared fixtures. Everything runs offline on the CPU with the tiny backbone."""
+"""Shared fixtures. Everything runs offline on the CPU, with the tiny backbone unless a test says otherwise."""
 
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub call would hang ~50 s before failing
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The app's plumbing tests (test_app, test_browser) serve the fast random `tiny` backbone; without CUDA the
+# app's default would be the trained `small` one, which has its own tests (test_small.py).
+os.environ.setdefault("LORA_CODEC_MODEL", "tiny")
 
 from fractions import Fraction  # noqa: E402
 from pathlib import Path  # noqa: E402
