@@ -935,10 +935,11 @@ def _encode(
         stream.width, stream.height = W, H
         stream.pix_fmt = pix_fmt
         cc = stream.codec_context
-        cc.colorspace = _WRITE_TAG
+        rgb_out = pix_fmt.startswith(("gbr", "rgb", "bgr"))
+        cc.colorspace = 0 if rgb_out else _WRITE_TAG  # AVCOL_SPC_RGB: samples are R, G, B
         cc.color_primaries = _WRITE_TAG
         cc.color_trc = _WRITE_TAG
-        cc.color_range = 1  # limited ("tv")
+        cc.color_range = 2 if rgb_out else 1  # full ("pc") for RGB, limited ("tv") for YUV
         if codec == "libx265":
             try:
                 stream.codec_tag = "hvc1"  # what Safari/QuickTime want for HEVC in mp4
@@ -947,7 +948,10 @@ def _encode(
         stream.options = dict(options)
         for i in range(T):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
-            vf = vf.reformat(format=pix_fmt, dst_colorspace=_WRITE_MATRIX, dst_color_range="MPEG")
+            if rgb_out:
+                vf = vf.reformat(format=pix_fmt)
+            else:
+                vf = vf.reformat(format=pix_fmt, dst_colorspace=_WRITE_MATRIX, dst_color_range="MPEG")
             vf.pts = i
             for packet in stream.encode(vf):
                 payload += packet.size
@@ -989,49 +993,141 @@ def _decode_bytes(data: bytes) -> np.ndarray:
     return np.stack(out)
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """How `write_video` writes a file of one extension."""
+
+    description: str
+    codec: str | None  # None: a still image written by `_write_png`
+    pix_fmt: str
+    lossless: bool = False
+
+
+# What `write_video` writes, by extension. H.264 plays in browsers; FFV1 keeps RGB bit for bit (for
+# evaluation: no second lossy coding between the decoder and the metrics); PNG holds one picture.
+OUTPUT_KINDS = {
+    ".mp4": OutputKind("H.264 in MP4 (plays in browsers)", "libx264", "yuv420p"),
+    ".m4v": OutputKind("H.264 in MP4", "libx264", "yuv420p"),
+    ".mov": OutputKind("H.264 in QuickTime", "libx264", "yuv420p"),
+    ".mkv": OutputKind("FFV1 in Matroska (lossless RGB, for evaluation)", "ffv1", "bgr0", lossless=True),
+    ".png": OutputKind("PNG still image (one-frame codes)", None, "rgb24", lossless=True),
+}
+
+
+def output_kind(path: PathLike) -> OutputKind:
+    """The OutputKind of `path`'s extension (VideoError for an extension `write_video` does not write)."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in OUTPUT_KINDS:
+        known = ", ".join(f"{e} ({k.description})" for e, k in OUTPUT_KINDS.items())
+        raise VideoError(f"{os.fspath(path)}: cannot write '{ext or 'no extension'}' files; use one of {known}")
+    return OUTPUT_KINDS[ext]
+
+
+def check_writable(path: PathLike) -> str:
+    """Check that a file can be created at `path` (its folder exists and is writable, it is not a folder);
+    return the path as str. Raises VideoError. Call before long work (sampling, fitting)."""
+    name = os.fspath(path)
+    if not name:
+        raise VideoError("empty output file name")
+    if os.path.isdir(name):
+        raise VideoError(f"{name}: is a folder; give a file name")
+    parent = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(parent):
+        raise VideoError(f"{name}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(name) and not os.access(name, os.W_OK)):
+        raise VideoError(f"{name}: no permission to write there")
+    return name
+
+
+def check_video_output(path: PathLike, frames: int | None = None) -> OutputKind:
+    """Check, before any sampling, that `write_video(path, ...)` can write `frames` frames there:
+    a known extension (`OUTPUT_KINDS`), one frame for a PNG, a writable folder. Raises VideoError."""
+    kind = output_kind(path)
+    if kind.codec is None and frames is not None and frames != 1:
+        raise VideoError(f"{os.fspath(path)}: a PNG holds one picture but this has {frames} frames; "
+                         "write .mp4 (or .mkv for lossless)")
+    check_writable(path)
+    return kind
+
+
+def _encoder_options(codec: str, crf: int) -> dict[str, str]:
+    """Encoder options that make the output depend only on the frames: one thread.
+
+    x264 and x265 split work between threads by the machine's CPU count, and the split changes
+    the bitstream (frame threads see fewer reference rows, lookahead decisions differ); with
+    threads=1 the same frames give the same bytes on every run and machine.
+    """
+    if codec == "ffv1":
+        return {"threads": "1", "level": "3", "slicecrc": "1"}
+    options = {"crf": str(crf), "threads": "1"}
+    if codec in ("libx264", "libx265"):
+        options["preset"] = "medium"
+    if codec == "libx265":
+        options["x265-params"] = "log-level=error:pools=none:frame-threads=1"
+    return options
+
+
+def _png_bytes(frame: np.ndarray) -> bytes:
+    """One uint8 RGB frame [H, W, 3] as PNG bytes (PyAV's png encoder)."""
+    cc = av.CodecContext.create("png", "w")
+    cc.width, cc.height, cc.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
+    cc.time_base = Fraction(1, 1)
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    vf.pts = 0
+    data = b"".join(bytes(p) for p in cc.encode(vf)) + b"".join(bytes(p) for p in cc.encode(None))
+    if not data:
+        raise VideoError("the PNG encoder gave no data")
+    return data
+
+
 def write_video(
     path: PathLike,
     frames_uint8: np.ndarray,
     fps: Fraction,
     *,
-    codec: str = "libx264",
+    codec: str | None = None,
     crf: int = 18,
 ) -> None:
-    """Write uint8 RGB frames [T, H, W, 3] as a browser-playable file (mp4 + H.264 by default).
+    """Write uint8 RGB frames [T, H, W, 3]; the kind of file follows the extension (`OUTPUT_KINDS`).
 
-    yuv420p, BT.709 tagged; odd heights/widths are padded by one repeated row/column (and
-    sides under 64 px up to 64 for libx265/libsvtav1, whose bundled builds crash or hang
-    on some tiny sizes);
-    mp4/mov get `+faststart` (index at the front, so playback starts before the download ends).
-    The container is chosen from the file extension. A failed write leaves no partial file.
+    .mp4/.m4v/.mov (default codec libx264; `codec` may name libx265 etc.): yuv420p, BT.709
+    tagged, `crf`; odd heights/widths are padded by one repeated row/column (and sides under
+    64 px up to 64 for libx265/libsvtav1, whose bundled builds crash or hang on some tiny
+    sizes); `+faststart` (index at the front, so playback starts before the download ends).
+    .mkv: FFV1, RGB (gbrp), lossless: reading it back gives the frames bit for bit.
+    .png: one frame (a still image; VideoError for more).
+    The same frames give byte-identical files in every process (one encoder thread). Names with
+    ':' are files, never URLs. A failed write leaves no partial file. Raises VideoError.
     """
     name = os.fspath(path)
-    frames = _pad_for_codec(check_frames(frames_uint8), codec)
+    frames = check_frames(frames_uint8)
+    kind = check_video_output(name, frames.shape[0])
     rate = _fps_fraction(fps)
     try:
         crf_i = int(crf)
     except (TypeError, ValueError):
         raise VideoError(f"crf must be a whole number, got {crf!r}") from None
-    ext = os.path.splitext(name)[1].lower()
-    container_options = {"movflags": "+faststart"} if ext in (".mp4", ".mov", ".m4v") else {}
-    options = {"crf": str(crf_i)}
-    if codec in ("libx264", "libx265"):
-        options["preset"] = "medium"
-    if codec == "libx265":
-        options["x265-params"] = "log-level=error"
-    parent = os.path.dirname(os.path.abspath(name))
-    if not os.path.isdir(parent):
-        raise VideoError(f"{name}: the folder {parent} does not exist")
     existed = os.path.exists(name)
     try:
-        _encode(name, frames, rate, codec=codec, options=options, container_options=container_options)
-    except LoraCodecError as e:
+        if kind.codec is None:
+            data = _png_bytes(frames[0])
+            with open(name, "wb") as f:
+                f.write(data)
+            return
+        codec = kind.codec if (codec is None or kind.lossless) else codec
+        frames = _pad_for_codec(frames, codec) if kind.pix_fmt.startswith("yuv") else frames
+        ext = os.path.splitext(name)[1].lower()
+        container_options = {"movflags": "+faststart"} if ext in (".mp4", ".mov", ".m4v") else {}
+        _encode(ffmpeg_url(name), frames, rate, codec=codec, options=_encoder_options(codec, crf_i),
+                container_options=container_options, pix_fmt=kind.pix_fmt)
+    except (LoraCodecError, OSError) as e:
         if not existed:
             try:
                 os.remove(name)
             except OSError:
                 pass
-        raise VideoError(f"{name}: {e}") from None
+        msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise VideoError(f"{name}: {msg}") from None
 
 
 # --------------------------------------------------------------------------------------------
