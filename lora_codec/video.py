@@ -830,20 +830,28 @@ def _probe_container(container, name: str) -> VideoInfo:
 
 
 def is_video_file(path: PathLike) -> bool:
-    """True when ffmpeg finds a decodable video stream (not only cover art) in `path`: the content
-    decides, not the extension. Text files are never videos (a list of clips is text)."""
+    """True when ffmpeg recognises `path`'s content as holding a video stream (not only cover art):
+    the content decides, not the extension. Nothing is decoded, so a damaged video still counts
+    (reading it then says what is wrong). UTF-8 text is never a video (a list of clips is text)."""
+    name = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with open(name, "rb") as f:
             head = f.read(4096)
     except OSError:
         return False
     if _looks_like_text(head):
         return False
     try:
-        probe_video(path)
+        container = _open_input(name)
     except LoraCodecError:
         return False
-    return True
+    try:
+        choose_video_stream(container, name)
+        return True
+    except Exception:
+        return False
+    finally:
+        container.close()
 
 
 def _looks_like_text(head: bytes) -> bool:
