@@ -488,27 +488,13 @@ class ClipInfo:
 
 
 def probe(path: str | os.PathLike) -> ClipInfo:
-    """Size, rate, duration and frame count from the container (VideoError when unreadable)."""
-    import av
+    """Displayed size (sample aspect ratio and rotation applied, as `encode` codes it), rate, duration
+    and frame count, from `video.probe_video` (one frame decoded; VideoError when unreadable)."""
+    from .video import probe_video
 
-    try:
-        with av.open(os.fspath(path)) as c:
-            if not c.streams.video:
-                raise VideoError("the file has no video stream")
-            s = c.streams.video[0]
-            fps = float(s.average_rate or s.guessed_rate or 16)
-            seconds = None
-            if s.duration is not None and s.time_base is not None and s.duration > 0:
-                seconds = float(s.duration * s.time_base)
-            elif c.duration:
-                seconds = c.duration / av.time_base
-            frames = int(s.frames) if s.frames else (int(round(seconds * fps)) if seconds else None)
-            w, h = int(s.codec_context.width), int(s.codec_context.height)
-    except LoraCodecError:
-        raise
-    except Exception as e:
-        raise VideoError(f"not a readable video file ({' '.join(str(e).split())[:160]})") from None
-    return ClipInfo(width=w, height=h, fps=fps, seconds=seconds, frames=frames)
+    info = probe_video(path, LIMITS.video_limits())
+    return ClipInfo(width=info.width, height=info.height, fps=float(info.fps), seconds=info.seconds,
+                    frames=info.frames)
 
 
 def allowed_frame_counts(backbone) -> list[int]:

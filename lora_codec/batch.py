@@ -47,10 +47,8 @@ from typing import Any
 
 from .errors import LoraCodecError
 
-__all__ = ["BatchError", "ClipItem", "collect_clips", "shard", "run_batch", "add_command", "VIDEO_EXTENSIONS"]
+__all__ = ["BatchError", "ClipItem", "collect_clips", "shard", "run_batch", "add_command"]
 
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".y4m", ".mpg", ".mpeg", ".ts", ".mts",
-                    ".flv", ".wmv", ".3gp", ".ogv", ".gif"}
 MAX_LIST_BYTES = 16 << 20
 MAX_CLIPS = 100_000
 CSV_FIELDS = ["id", "status", "clip", "bytes", "kbytes_per_second", "kbps", "bits_per_pixel", "frames", "height",
@@ -86,7 +84,7 @@ def _read_list(path: Path) -> list[tuple[Path, str | None]]:
             raise BatchError(f"{path}: list file is {size} bytes, over the limit of {MAX_LIST_BYTES}")
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise BatchError(f"{path}: not a video file (unknown extension) nor a UTF-8 list of clips") from None
+        raise BatchError(f"{path}: neither a video file ffmpeg can read nor a UTF-8 list of clips") from None
     except OSError as e:
         raise BatchError(f"{path}: cannot read ({e.strerror or e})") from None
     out = []
@@ -103,20 +101,31 @@ def _read_list(path: Path) -> list[tuple[Path, str | None]]:
     return out
 
 
+def _hidden(rel: Path) -> bool:
+    """A dot file or a file in a dot folder (.git, .cache, ...): never a clip of the batch."""
+    return any(part.startswith(".") for part in rel.parts)
+
+
 def collect_clips(inputs: list[str | os.PathLike]) -> list[ClipItem]:
-    """The batch's clips from directories, video files and list files, in a deterministic order."""
+    """The batch's clips from directories, video files and list files, in a deterministic order.
+
+    A file is a video when ffmpeg finds a decodable video stream in it (`video.is_video_file`: its
+    content decides, not its extension, so .m2ts, raw .h264/.hevc streams and files without an
+    extension are taken); a UTF-8 text file given as an argument is a list of clips."""
+    from .video import is_video_file
+
     found: list[tuple[str, Path, str | None]] = []  # (id base, path, caption)
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            vids = sorted((f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS),
-                          key=lambda f: f.relative_to(p).as_posix())
+            vids = sorted((f for f in p.rglob("*") if f.is_file() and not _hidden(f.relative_to(p))
+                           and is_video_file(f)), key=lambda f: f.relative_to(p).as_posix())
             if not vids:
-                raise BatchError(f"{p}: no video files in this folder ({', '.join(sorted(VIDEO_EXTENSIONS))})")
+                raise BatchError(f"{p}: no video files in this folder (no file there holds a video ffmpeg can read)")
             for f in vids:
                 found.append((f.relative_to(p).with_suffix("").as_posix().replace("/", "__"), f, None))
         elif p.is_file():
-            if p.suffix.lower() in VIDEO_EXTENSIONS:
+            if is_video_file(p):
                 found.append((p.stem, p, None))
             else:
                 for f, caption in _read_list(p):

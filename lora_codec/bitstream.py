@@ -106,6 +106,23 @@ _VARINT_FIELDS = (
     "noise_seed",
 )
 
+# Bound on the dequantised adapter |symbol x step_size| (docs/FORMAT.md, "Adapter bound"): far above what a fit
+# reaches (theta starts within +-0.02 and AdamW moves an entry by about lr <= 0.02 per step), far below what
+# overflows float32 in a LoRA product (r * 256^2 <= 2^20 per weight entry).
+MAX_ABS_THETA = 256.0
+
+
+def check_theta_bound(min_symbol: int, max_symbol: int, step_size: float) -> None:
+    """Raise CodeFormatError unless every dequantised value symbol * step_size (float32, as the decoder
+    computes it) lies within +-MAX_ABS_THETA."""
+    peak = max(abs(int(min_symbol)), abs(int(max_symbol)))
+    value = float(np.float32(peak) * np.float32(step_size))
+    if not value <= MAX_ABS_THETA:  # also catches inf/nan
+        raise CodeFormatError(
+            f"invalid code: its adapter values reach +-{value:.3g} (symbol {peak} x step {step_size:.3g}), "
+            f"beyond the format's bound of +-{MAX_ABS_THETA:g}; the code is corrupt or was not made by an encoder")
+
+
 _B64_BODY = re.compile(r"[A-Za-z0-9_-]*")
 _WHITESPACE = re.compile(r"\s+")
 
@@ -269,6 +286,8 @@ def _validate(code: Code) -> None:
         raise _bad("symbols", f"length {sym.size} differs from theta_length {code.theta_length}")
     if sym.dtype != np.int32:
         raise _bad("symbols", "values do not fit in int32")
+    if sym.size:
+        check_theta_bound(int(sym.min()), int(sym.max()), code.step_size)
     if not isinstance(code.sections, dict):
         raise _bad("sections", "must be a dict {tag: bytes}")
     for tag, blob in code.sections.items():
@@ -482,6 +501,8 @@ def _parse(data: bytes) -> _Parsed:
 def read_code(data: bytes) -> Code:
     """Parse and fully validate the binary form (decodes the symbols)."""
     p = _parse(data)
+    lo, counts = entropy.parse_prior(p.prior)
+    check_theta_bound(lo, lo + len(counts) - 1, p.fields["step_size"])  # before decoding the symbols
     symbols = entropy.decode_symbols(p.prior, p.payload, p.fields["theta_length"])
     return Code(symbols=symbols, **p.fields)
 

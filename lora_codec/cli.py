@@ -61,6 +61,26 @@ def _lazy_bar(desc: str, quiet: bool):
     return progress, close
 
 
+def _check_outputs_before_work(*paths) -> None:
+    """Refuse unwritable output paths before any fitting or sampling starts (creating missing folders)."""
+    from .video import check_writable
+
+    for p in paths:
+        if p:
+            _make_parent(p)
+            check_writable(p)
+
+
+def _make_parent(path) -> None:
+    """Create the folder an output goes to (a user error, not a traceback, when that fails)."""
+    parent = Path(path).parent
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LoraCodecError(f"cannot create the folder {parent} ({e.strerror or e})") from None
+
+
 def cmd_encode(args) -> int:
     from . import codec
 
@@ -77,6 +97,7 @@ def cmd_encode(args) -> int:
     )
     out = Path(args.output)
     state_path = Path(args.save_state) if args.save_state else out.with_name(out.name + ".state")
+    _check_outputs_before_work(out, args.text, args.save_state)
     quiet = args.json or args.quiet
     with codec.EncodeSession.start(src, settings) as session:
         for note in session.notes:
@@ -169,7 +190,13 @@ def cmd_decode(args) -> int:
     from . import codec
     from .video import write_video
 
+    from .bitstream import read_code
+    from .video import check_video_output
+
     data = _read_code_arg(args.input)
+    out = Path(args.output)
+    _make_parent(out)
+    check_video_output(out, read_code(data).frames)  # before sampling: extension, one frame for .png, folder
     quiet = args.json or args.quiet
     progress, close_bar = _lazy_bar("sampling", quiet)
 
@@ -181,8 +208,6 @@ def cmd_decode(args) -> int:
         result = codec.decode(data, steps=args.steps, caption=args.caption, progress=progress, **kwargs)
     finally:
         close_bar()
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_video(out, result.frames, result.fps)
     report = dict(result.report)
     report["output"] = str(out)
@@ -256,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("decode", help="regenerate a clip from a code")
     d.add_argument("input", help="a code file (.vov) or its text form")
-    d.add_argument("-o", "--output", required=True, help="the mp4 to write")
+    d.add_argument("-o", "--output", required=True,
+                   help="the file to write: .mp4 (H.264), .mkv (FFV1, lossless) or, for a one-frame code, .png")
     d.add_argument("--steps", type=int, default=None, help="sampling steps (default: stored in the code)")
     d.add_argument("--caption", default=None, help="decode with another caption (editing)")
     d.add_argument("--refine", default=None, metavar="all|none|K",

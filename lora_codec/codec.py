@@ -28,7 +28,7 @@ from . import refine as _refine_mod  # `decode` has a parameter named `refine`
 from .adapter import Adapter, AdapterConfig, dequantise, quantise, step_from_raw
 from .backbones import Backbone, Geometry, load_backbone
 from .bitstream import Code
-from .errors import BackboneError, LoraCodecError
+from .errors import BackboneError, DecodeError, LoraCodecError
 from .fit import FitConfig, Fitter, FitProgress
 from .sampling import Velocity, initial_noise, sample_ode, sigma_schedule
 
@@ -607,6 +607,15 @@ def add_refinement(data: bytes | str, video=None, *, latents: torch.Tensor | Non
     return RefineResult(data=out, code=new, report=report, latents=rec.latents.cpu())
 
 
+def require_finite(x: torch.Tensor, what: str) -> None:
+    """Raise DecodeError when `x` holds NaN or infinity (a hostile code or a numeric failure): such values
+    would silently become black frames."""
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise DecodeError(f"decoding failed: {what} hold {bad} of {x.numel()} values that are not finite numbers "
+                          "(NaN or infinity); the code is damaged or was not made for this decoder")
+
+
 def decode(data: bytes | str, *, steps: int | None = None, caption: str | None = None, backbone: Backbone | None = None,
            progress: Callable[[int, int], None] | None = None, sampler=None, refine: str | int = "all") -> DecodeResult:
     """Decode a code (binary or text form) into frames. `steps` overrides the stored default,
@@ -658,8 +667,10 @@ def decode(data: bytes | str, *, steps: int | None = None, caption: str | None =
             latents = sample_ode(velocity, noise, sigma_schedule(steps, code.shift), progress=progress)
     finally:
         backbone.pipe.transformer = adapter.detach()
+    require_finite(latents, "the sampled latents")
     # 6. VAE decode
     video = backbone.decode_latents(latents)
+    require_finite(video, "the decoded frames")
     frames = tensor_to_video(video)
     report = describe(raw)
     report.update(decode_seconds=round(time.perf_counter() - t0, 3), decode_steps=steps, decode_caption=text,

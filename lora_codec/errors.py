@@ -20,3 +20,7 @@ class VideoError(LoraCodecError):
 
 class LimitError(LoraCodecError):
     """A request exceeds a configured limit (input bytes, duration, pixels, lengths)."""
+
+
+class DecodeError(LoraCodecError):
+    """Decoding a code gave values that are not finite numbers (a hostile code, or a numeric failure)."""

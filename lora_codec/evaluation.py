@@ -343,6 +343,10 @@ def cmd_compare(args) -> int:
         suffix = Path(args.plot).suffix.lower()
         if suffix not in (".png", ".pdf", ".svg"):
             raise EvaluationError(f"--plot: write a .png, .pdf or .svg file, not '{Path(args.plot).name}'")
+        from .video import check_writable
+
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        check_writable(args.plot)  # before the (long) comparison, not after it
     quiet = args.json or args.quiet
     say = None if quiet else (lambda msg: print(f"... {msg}", file=sys.stderr))
     result = compare(src, codes, codecs=args.codecs, curve=args.curve, start_seconds=args.start,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import colour
 from .errors import LimitError, LoraCodecError, VideoError
 
 __all__ = [
@@ -50,7 +51,9 @@ if _AV_MAJOR >= 17:
     _WRITE_MATRIX, _WRITE_TAG = "ITU709", 1  # BT.709 matrix, primaries and transfer
 else:  # pragma: no cover - exercised only with old PyAV
     _WRITE_MATRIX, _WRITE_TAG = "ITU601", 6  # SMPTE 170M (BT.601 525)
-_MAX_SANE_FPS = 1000
+# Phones record slow motion at 240-960 fps and high-speed cameras at up to ~10000 fps; a declared
+# rate above this is taken as junk (the rate is then guessed, with a note).
+_MAX_SANE_FPS = 10000
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -111,6 +114,94 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+# --------------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------------
+
+
+def ffmpeg_url(path: PathLike) -> str:
+    """The URL under which ffmpeg opens the local file `path` (str).
+
+    ffmpeg reads 'take:2.mp4' as protocol 'take' and fails ('Protocol not found'); the `file:`
+    prefix makes it the file protocol whatever the name holds, while ffmpeg still sees the
+    name's extension (used to pick an output container and to help probing).
+    """
+    return "file:" + os.fspath(path)
+
+
+def _open_input(name: str):
+    """av.open a local file for reading (VideoError when ffmpeg cannot read it)."""
+    try:
+        return av.open(ffmpeg_url(name), mode="r")
+    except LoraCodecError:
+        raise
+    except Exception as e:  # av.FFmpegError, OSError, UnicodeDecodeError, ...
+        raise VideoError(
+            f"{name}: not a readable video file (corrupt, truncated or unsupported: {_one_line(e)})"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading: one small rule per function
+# --------------------------------------------------------------------------------------------
+
+_AVFMT_NOTIMESTAMPS = 0x0080  # libavformat/avformat.h: raw elementary streams (.h264, .hevc, ...)
+
+
+def _is_cover_art(stream) -> bool:
+    """An attached picture (album cover of an audio file), not a video."""
+    def value(flag) -> int:
+        return int(getattr(flag, "value", flag))  # an IntFlag, or PyAV < 17's own flag type
+
+    try:
+        return bool(value(stream.disposition) & value(av.stream.Disposition.attached_pic))
+    except Exception:
+        return False
+
+
+def _is_default(stream) -> bool:
+    try:
+        return bool(int(getattr(stream.disposition, "value", stream.disposition)) & int(av.stream.Disposition.default))
+    except Exception:
+        return False
+
+
+def _stored_size(stream) -> tuple[int, int]:
+    try:
+        return int(stream.codec_context.width), int(stream.codec_context.height)
+    except Exception:
+        return 0, 0
+
+
+def choose_video_stream(container, name: str = "the file") -> tuple[Any, str | None]:
+    """The video stream ffmpeg would pick, and a note naming it when there was a choice.
+
+    Attached pictures (cover art) are not videos. Among the others: the one flagged `default`,
+    then the one with the most pixels, then the first (ffmpeg's `av_find_best_stream` order).
+    Raises VideoError when the file has no video stream.
+    """
+    videos = [s for s in container.streams.video if not _is_cover_art(s)]
+    if not videos:
+        kinds = sorted({s.type for s in container.streams})
+        if container.streams.video:
+            kinds = [k for k in kinds if k != "video"] + ["a cover image"]
+        if kinds:
+            raise VideoError(f"{name}: no video stream (only {' and '.join(kinds)})")
+        raise VideoError(f"{name}: no streams found (empty, truncated or not a video file)")
+    if len(videos) == 1:
+        return videos[0], None
+
+    def rank(s):
+        w, h = _stored_size(s)
+        return (_is_default(s), w * h, -s.index)
+
+    best = max(videos, key=rank)
+    w, h = _stored_size(best)
+    why = "marked as the default stream" if _is_default(best) else "the largest picture"
+    return best, (f"the file has {len(videos)} video streams; coding stream #{best.index} ({w}x{h}, {why}), "
+                  "the one ffmpeg and players pick")
+
+
 def _rate_ok(rate: Any) -> bool:
     try:
         return rate is not None and 0 < float(rate) <= _MAX_SANE_FPS
@@ -118,80 +209,136 @@ def _rate_ok(rate: Any) -> bool:
         return False
 
 
-# --------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------
+def _as_fraction(rate) -> Fraction:
+    return Fraction(rate.numerator, rate.denominator).limit_denominator(1001000)
 
 
-def read_video(
-    path: PathLike,
-    *,
-    start_seconds: float = 0.0,
-    max_frames: int | None = None,
-    limits: Limits = Limits(),
-) -> Clip:
-    """Decode the first video stream of `path` to RGB frames.
+def has_timestamps(container) -> bool:
+    """False for raw elementary streams (.h264, .hevc, ...): their demuxer invents timestamps."""
+    try:
+        return not int(container.format.flags) & _AVFMT_NOTIMESTAMPS
+    except Exception:
+        return True
 
-    Frames before `start_seconds` (relative to the first frame) are decoded and skipped;
-    decoding stops after `max_frames` kept frames. A file that breaks off part way (truncated,
-    corrupt) yields the frames decoded before the break, with a note; none at all is an error.
 
-    Raises VideoError (missing/unreadable file, no video stream, no frames) and LimitError
-    (over `limits`, or invalid start/max_frames).
+def frame_rate(container, stream) -> tuple[Fraction, str | None]:
+    """The stream's frame rate (frames per second) as ffmpeg reports it, and a note if it was guessed.
+
+    In a container: the average rate, else ffmpeg's guessed rate, else the codec's timing (e.g. the
+    H.264 SPS), else DEFAULT_FPS. A raw elementary stream has no timestamps (its demuxer assumes 25
+    fps), so the codec's own timing comes first there, then the guessed rate. Rates above
+    `_MAX_SANE_FPS` count as absent.
     """
-    name = os.fspath(path)
+    codec_rate = getattr(stream.codec_context, "framerate", None)
+    if has_timestamps(container):
+        order = ((stream.average_rate, None), (stream.guessed_rate, "guessed by ffmpeg from the timestamps"),
+                 (codec_rate, "read from the video stream's own timing information"))
+    else:
+        order = ((codec_rate, "read from the video stream's own timing information"),
+                 (stream.guessed_rate, "guessed by ffmpeg"))
+    for candidate, how in order:
+        if _rate_ok(candidate):
+            fps = _as_fraction(candidate)
+            if how is None:
+                return fps, None
+            kind = "a raw video stream without timestamps" if not has_timestamps(container) else \
+                "the file declares no frame rate"
+            return fps, f"{kind}: using {float(fps):g} fps, {how}"
+    return DEFAULT_FPS, f"frame rate unknown; assuming {DEFAULT_FPS} fps"
+
+
+def stream_duration(container, stream) -> float | None:
+    """Seconds the stream lasts (its own duration, else the container's), None when not declared.
+
+    An mp4 edit list is already applied (a cut that starts inside a GOP declares the cut's duration).
+    """
     try:
-        start_seconds = float(start_seconds)
+        tb = stream.time_base
+        if stream.duration is not None and tb is not None and stream.duration > 0:
+            return float(stream.duration * tb)
+        if container.duration is not None and container.duration > 0:
+            return container.duration / av.time_base
+    except Exception:
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class DisplayGeometry:
+    """What size a person sees a video at.
+
+    width, height: displayed size in square pixels (after the sample aspect ratio and rotation).
+    stored_width, stored_height: size of the decoded pictures (coded samples).
+    sar: sample aspect ratio (width of one stored sample / its height; 1 for square pixels).
+    quarter_turns: counterclockwise quarter turns the display matrix asks for (0..3).
+    """
+
+    width: int
+    height: int
+    stored_width: int
+    stored_height: int
+    sar: Fraction = Fraction(1)
+    quarter_turns: int = 0
+
+    @property
+    def unrotated_size(self) -> tuple[int, int]:
+        """(width, height) after the sample aspect ratio, before rotation."""
+        return (self.height, self.width) if self.quarter_turns % 2 else (self.width, self.height)
+
+
+def displayed_geometry(stored_width: int, stored_height: int, sar: Any = None,
+                       rotation_degrees: float = 0) -> DisplayGeometry:
+    """The size a player shows for pictures of stored_width x stored_height samples.
+
+    Non-square samples are made square by stretching one side, never by shrinking (no stored
+    sample is lost): SAR > 1 widens (240x180 at 4:3 -> 320x180), SAR < 1 heightens
+    (352x288 at 8:9 -> 352x324); sides are rounded to whole pixels. Then the display matrix's
+    rotation (degrees counterclockwise, rounded to quarter turns) swaps the sides for 90/270.
+    A missing, zero or absurd SAR (outside 1/16..16) counts as 1 (ffmpeg ignores such values too).
+    Source: ISO/IEC 14496-10 Annex E (aspect_ratio_idc), ffmpeg's `setsar`/DAR = SAR x W / H.
+    """
+    try:
+        ratio = Fraction(sar.numerator, sar.denominator) if sar is not None else Fraction(1)
+    except (AttributeError, ZeroDivisionError, TypeError):
+        ratio = Fraction(1)
+    if not Fraction(1, 16) <= ratio <= 16:
+        ratio = Fraction(1)
+    w, h = int(stored_width), int(stored_height)
+    if ratio > 1:
+        w = max(1, int(round(w * ratio)))
+    elif ratio < 1:
+        h = max(1, int(round(h / ratio)))
+    try:
+        turns = int(round(float(rotation_degrees or 0) / 90.0)) % 4
     except (TypeError, ValueError):
-        raise LimitError(f"start_seconds must be a number, got {start_seconds!r}") from None
-    if not math.isfinite(start_seconds) or start_seconds < 0:
-        raise LimitError(f"start_seconds must be >= 0, got {start_seconds}")
-    if max_frames is not None:
-        if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)):
-            raise LimitError(f"max_frames must be a whole number, got {max_frames!r}")
-        max_frames = int(max_frames)
-        if max_frames < 1:
-            raise LimitError(f"max_frames must be >= 1, got {max_frames}")
+        turns = 0
+    if turns % 2:
+        w, h = h, w
+    return DisplayGeometry(width=w, height=h, stored_width=int(stored_width), stored_height=int(stored_height),
+                           sar=ratio, quarter_turns=turns)
 
-    try:
-        st = os.stat(name)
-    except FileNotFoundError:
-        raise VideoError(f"{name}: no such file") from None
-    except OSError as e:
-        raise VideoError(f"{name}: cannot access file ({_one_line(e)})") from None
-    if os.path.isdir(name):
-        raise VideoError(f"{name}: is a directory, not a video file")
-    if st.st_size == 0:
-        raise VideoError(f"{name}: file is empty")
-    if st.st_size > limits.max_bytes:
-        raise LimitError(
-            f"{name}: file is {_fmt_bytes(st.st_size)}, over the limit of "
-            f"{_fmt_bytes(limits.max_bytes)}"
-        )
 
+def frame_geometry(stream, frame) -> DisplayGeometry:
+    """`displayed_geometry` of a decoded frame of `stream` (stream SAR, frame's display matrix)."""
+    sar = getattr(stream, "sample_aspect_ratio", None) or getattr(stream.codec_context, "sample_aspect_ratio", None)
     try:
-        container = av.open(name, mode="r")
-    except LoraCodecError:
-        raise
-    except Exception as e:  # av.FFmpegError, OSError, UnicodeDecodeError, ...
-        raise VideoError(
-            f"{name}: not a readable video file (corrupt, truncated or unsupported: {_one_line(e)})"
-        ) from None
-    try:
-        return _read_container(
-            container, name, start_seconds=start_seconds, max_frames=max_frames, limits=limits
-        )
-    except LoraCodecError:
-        raise
-    except MemoryError:
-        raise LimitError(f"{name}: not enough memory to decode the clip; pass max_frames to read fewer") from None
-    except Exception as e:  # anything PyAV/numpy raises on a strange file
-        raise VideoError(f"{name}: cannot read the video ({_one_line(e)})") from None
-    finally:
-        try:
-            container.close()
-        except Exception:
-            pass
+        rotation = float(frame.rotation or 0)
+    except Exception:
+        rotation = 0.0
+    return displayed_geometry(frame.width, frame.height, sar, rotation)
+
+
+def geometry_note(g: DisplayGeometry) -> list[str]:
+    """Plain-words notes for the sample aspect ratio and rotation that `g` applies."""
+    notes = []
+    if g.sar != 1:
+        w, h = g.unrotated_size
+        notes.append(f"non-square pixels (sample aspect ratio {g.sar.numerator}:{g.sar.denominator}): stored "
+                     f"{g.stored_width}x{g.stored_height}, shown by players as {w}x{h}; frames scaled to that shape")
+    if g.quarter_turns:
+        turn = {1: "90 degrees counterclockwise", 2: "180 degrees", 3: "90 degrees clockwise"}[g.quarter_turns]
+        notes.append(f"rotated {turn} as the file's display matrix asks")
+    return notes
 
 
 # AVColorSpace (what a frame is tagged with) -> swscale colour matrix name
@@ -223,92 +370,120 @@ def _frame_to_rgb(frame, **extra) -> np.ndarray:
     return frame.to_ndarray(**kwargs)
 
 
-def _is_cover_art(stream) -> bool:
-    """An attached picture (album cover of an audio file), not a video."""
-    def value(flag) -> int:
-        return int(getattr(flag, "value", flag))  # an IntFlag, or PyAV < 17's own flag type
+def display_rgb(frame, geometry: DisplayGeometry) -> np.ndarray:
+    """A decoded frame as a person sees it: uint8 RGB [geometry.height, geometry.width, 3].
 
+    Scales to the displayed shape (sample aspect ratio; bicubic, swscale), converts HDR (PQ/HLG)
+    to SDR BT.709 (`colour.hdr_frame_to_sdr_rgb`) and other frames with their tagged matrix and
+    range, then applies the rotation.
+    """
+    w, h = geometry.unrotated_size
+    size = {} if (w, h) == (frame.width, frame.height) else {"width": w, "height": h,
+                                                             "interpolation": "BICUBIC"}
+    if colour.is_hdr(frame):
+        rgb = colour.hdr_frame_to_sdr_rgb(frame, w, h)
+    else:
+        rgb = _frame_to_rgb(frame, **size)
+    if geometry.quarter_turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=geometry.quarter_turns))
+    return rgb
+
+
+def colour_notes(fmt, first_frame) -> list[str]:
+    """Notes on the conversion to 8-bit SDR RGB: bit depth, alpha, HDR tone mapping."""
+    notes = []
+    bits = max((c.bits for c in fmt.components), default=8)
+    if bits > 8:
+        notes.append(f"converted {bits}-bit ({fmt.name}) to 8-bit RGB")
+    if any(c.is_alpha for c in fmt.components):
+        notes.append(f"dropped the alpha channel ({fmt.name})")
+    if colour.is_hdr(first_frame):
+        notes.append(f"{colour.hdr_description(first_frame)} converted to standard range (SDR, BT.709 colours) "
+                     "with the Hable tone curve, as ffmpeg's tonemap filter does; on an HDR screen the original "
+                     "looks brighter")
+    return notes
+
+
+_FIELD_ORDER = {2: "top field first", 3: "bottom field first", 4: "top field first", 5: "bottom field first"}
+
+
+def is_interlaced(stream, first_frame) -> bool:
+    """True when the stream declares a field order (AVFieldOrder TT/BB/TB/BT) or its first frame
+    is flagged interlaced."""
     try:
-        return bool(value(stream.disposition) & value(av.stream.Disposition.attached_pic))
-    except Exception:
-        return False
-
-
-def _read_container(container, name, *, start_seconds, max_frames, limits) -> Clip:
-    notes: list[str] = []
-    videos = [s for s in container.streams.video if not _is_cover_art(s)]
-    if not videos:
-        kinds = sorted({s.type for s in container.streams})
-        if container.streams.video:
-            kinds = [k for k in kinds if k != "video"] + ["a cover image"]
-        if kinds:
-            raise VideoError(f"{name}: no video stream (only {' and '.join(kinds)})")
-        raise VideoError(f"{name}: no streams found (empty, truncated or not a video file)")
-    stream = videos[0]
-    if len(videos) > 1:
-        notes.append(f"file has {len(videos)} video streams; using the first")
-    try:
-        stream.thread_type = "AUTO"
+        if int(stream.codec_context.field_order) in _FIELD_ORDER:
+            return True
     except Exception:
         pass
+    return bool(getattr(first_frame, "interlaced_frame", False))
 
-    # ---- metadata checks, before decoding anything
-    try:
-        width, height = int(stream.codec_context.width), int(stream.codec_context.height)
-    except Exception:
-        width = height = 0
+
+class Deinterlacer:
+    """ffmpeg's `bwdif` filter (one frame out per frame in, field order from each frame's flags,
+    only frames flagged interlaced are touched) in a PyAV filter graph. Output frames keep the
+    input's timestamps; the filter holds one frame back, so call `flush()` at the end."""
+
+    def __init__(self, stream, first_frame):
+        self.field_order = _FIELD_ORDER.get(int(getattr(stream.codec_context, "field_order", 0) or 0),
+                                            "top field first" if getattr(first_frame, "top_field_first", True)
+                                            else "bottom field first")
+        self.time_base = stream.time_base or Fraction(1, 90000)
+        self.graph = av.filter.Graph()
+        src = self.graph.add_buffer(width=first_frame.width, height=first_frame.height,
+                                    format=first_frame.format, time_base=self.time_base)
+        bwdif = self.graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+        sink = self.graph.add("buffersink")
+        src.link_to(bwdif)
+        bwdif.link_to(sink)
+        self.graph.configure()
+
+    def _drain(self) -> list:
+        out = []
+        while True:
+            try:
+                f = self.graph.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return out
+            f.time_base = self.time_base
+            out.append(f)
+
+    def push(self, frame) -> list:
+        """Feed one decoded frame; return the de-interlaced frames now ready (0 or 1)."""
+        if frame.pts is None:
+            raise VideoError("cannot de-interlace a stream without timestamps")
+        self.graph.push(frame)
+        return self._drain()
+
+    def flush(self) -> list:
+        """The frames still held by the filter."""
+        self.graph.push(None)
+        return self._drain()
+
+
+def _check_limits_before_decoding(name: str, stream, duration: float | None, fps: Fraction,
+                                  start_seconds: float, max_frames: int | None, limits: Limits) -> None:
+    """Refuse from metadata alone what is over `limits` or past the end (LimitError / VideoError)."""
+    width, height = _stored_size(stream)
     if width * height > limits.max_pixels:
         raise LimitError(
-            f"{name}: frames are {width}x{height} = {width * height} pixels, over the limit of "
-            f"{limits.max_pixels}"
+            f"{name}: frames are {width}x{height} = {width * height} pixels, over the limit of {limits.max_pixels}"
         )
-
-    tb = stream.time_base
-    duration = None
-    try:
-        if stream.duration is not None and tb is not None and stream.duration > 0:
-            duration = float(stream.duration * tb)
-        elif container.duration is not None and container.duration > 0:
-            duration = container.duration / av.time_base
-    except Exception:
-        duration = None
     if duration is not None and duration > limits.max_seconds:
-        raise LimitError(
-            f"{name}: clip is {duration:.1f} s long, over the limit of {limits.max_seconds:g} s"
-        )
-
-    fps = None
-    for candidate, label in ((stream.average_rate, None), (stream.guessed_rate, "guessed")):
-        if _rate_ok(candidate):
-            fps = Fraction(candidate.numerator, candidate.denominator).limit_denominator(1001000)
-            if label:
-                notes.append(f"no average frame rate in the file; using the {label} rate {float(fps):g} fps")
-            break
-    if fps is None:
-        fps = DEFAULT_FPS
-        notes.append(f"frame rate unknown; assuming {DEFAULT_FPS} fps")
-
+        raise LimitError(f"{name}: clip is {duration:.1f} s long, over the limit of {limits.max_seconds:g} s")
     if duration is not None and start_seconds > 0 and start_seconds >= duration:
-        raise VideoError(
-            f"{name}: start_seconds={start_seconds:g} is past the end of the clip ({duration:.2f} s)"
-        )
-
+        raise VideoError(f"{name}: start_seconds={start_seconds:g} is past the end of the clip ({duration:.2f} s)")
     total_est = None
     try:
         if stream.frames and stream.frames > 0:
             total_est = int(stream.frames)
     except Exception:
         total_est = None
-    count_known = total_est is not None  # an explicit frame count, not a duration estimate
     if total_est is None and duration is not None:
         total_est = int(math.ceil(duration * float(fps) - 1e-6))
     skip_est = int(start_seconds * float(fps))
+    read_est = total_est
     if max_frames is not None:
-        read_est = skip_est + max_frames
-        if total_est is not None:
-            read_est = min(read_est, total_est)
-    else:
-        read_est = total_est
+        read_est = skip_est + max_frames if total_est is None else min(skip_est + max_frames, total_est)
     if read_est is not None and read_est > limits.max_frames_read:
         hint = "" if max_frames is not None else "; pass max_frames to read fewer"
         raise LimitError(
@@ -324,136 +499,374 @@ def _read_container(container, name, *, start_seconds, max_frames, limits) -> Cl
                 f"over the limit of {_fmt_bytes(limits.max_decoded_bytes)}; pass max_frames to read fewer"
             )
 
-    # ---- decode
-    kept: list[np.ndarray] = []
-    times: list[float] = []
-    n_read = 0
-    skipped = 0
-    t0 = None
-    stop_reason = None
-    stopped_by_max = False
-    src_fmt = None
-    rotation = 0
-    size0 = None
-    resized = False
-    half_frame = 0.5 / float(fps)
-    mem_used = 0
-    frame_iter = container.decode(stream)
+
+@dataclass
+class _Decoded:
+    """What the decode loop leaves behind for the notes."""
+
+    kept: list = field(default_factory=list)
+    times: list = field(default_factory=list)  # seconds from the first decoded frame
+    n_read: int = 0
+    skipped: int = 0
+    last_time: float = 0.0
+    stop_reason: str | None = None
+    stopped_by_max: bool = False
+    resized: bool = False
+    geometry: DisplayGeometry | None = None
+    fmt: Any = None
+    first_frame: Any = None
+    deinterlaced: str | None = None  # the field order, when frames were de-interlaced
+
+
+def _pictures(container, stream, name: str, limits: Limits, state: _Decoded):
+    """Decoded pictures of `stream` in display order, de-interlaced when the stream is interlaced.
+
+    Counts frames read against `limits.max_frames_read` and their size against `limits.max_pixels`
+    (LimitError); a decoding failure part way ends the iteration with `state.stop_reason` set.
+    """
+    deint = None
+    frames = container.decode(stream)
     while True:
         try:
-            frame = next(frame_iter)
+            frame = next(frames)
         except StopIteration:
             break
         except LoraCodecError:
             raise
         except Exception as e:
-            stop_reason = _one_line(e)
+            state.stop_reason = _one_line(e)
             break
-        n_read += 1
-        if n_read > limits.max_frames_read:
-            raise LimitError(
-                f"{name}: more than {limits.max_frames_read} frames decoded, over the limit"
-                + ("" if max_frames is not None else "; pass max_frames to read fewer")
-            )
-        fw, fh = frame.width, frame.height
-        if fw * fh > limits.max_pixels:
-            raise LimitError(
-                f"{name}: frames are {fw}x{fh} = {fw * fh} pixels, over the limit of {limits.max_pixels}"
-            )
+        state.n_read += 1
+        if state.n_read > limits.max_frames_read:
+            raise LimitError(f"{name}: more than {limits.max_frames_read} frames decoded, over the limit")
+        if frame.width * frame.height > limits.max_pixels:
+            raise LimitError(f"{name}: frames are {frame.width}x{frame.height} = {frame.width * frame.height} "
+                             f"pixels, over the limit of {limits.max_pixels}")
+        if state.first_frame is None:
+            state.first_frame = frame
+            if is_interlaced(stream, frame) and frame.pts is not None:
+                deint = Deinterlacer(stream, frame)
+                state.deinterlaced = deint.field_order
+        if deint is None:
+            yield frame
+        else:
+            yield from deint.push(frame)
+    if deint is not None:
+        yield from deint.flush()
+
+
+def _decode_clip(container, stream, name: str, fps: Fraction, *, start_seconds: float,
+                 max_frames: int | None, limits: Limits) -> _Decoded:
+    """Decode, skip to `start_seconds`, keep up to `max_frames` frames as displayed RGB."""
+    state = _Decoded()
+    half_frame = 0.5 / float(fps)
+    t0 = None
+    mem_used = 0
+    index = 0
+    for frame in _pictures(container, stream, name, limits, state):
+        index += 1
         t = frame.time
-        if t is None:
-            t = (n_read - 1) / float(fps) + (t0 or 0.0)
+        if t is None:  # raw streams: no timestamps
+            t = (index - 1) / float(fps) + (t0 or 0.0)
         if t0 is None:
             t0 = t
-        rel = t - t0
+        rel = state.last_time = t - t0
         if rel > limits.max_seconds:
             raise LimitError(f"{name}: clip is longer than the limit of {limits.max_seconds:g} s")
         if rel < start_seconds - half_frame:
-            skipped += 1
+            state.skipped += 1
             continue
-        if max_frames is not None and len(kept) >= max_frames:
-            stopped_by_max = True
+        if max_frames is not None and len(state.kept) >= max_frames:
+            state.stopped_by_max = True
             break
-
-        if src_fmt is None:
-            src_fmt = frame.format
-            try:
-                rotation = int(round(float(frame.rotation or 0) / 90.0)) % 4
-            except Exception:
-                rotation = 0
-        if size0 is None:
-            size0 = (fw, fh)
+        if state.geometry is None:
+            state.geometry, state.fmt = frame_geometry(stream, frame), frame.format
+        elif (frame.width, frame.height) != (state.geometry.stored_width, state.geometry.stored_height):
+            state.resized = True
         try:
-            if (fw, fh) != size0:
-                resized = True
-                rgb = _frame_to_rgb(frame, width=size0[0], height=size0[1])
-            else:
-                rgb = _frame_to_rgb(frame)
+            rgb = display_rgb(frame, state.geometry)
         except LoraCodecError:
             raise
         except Exception as e:
-            stop_reason = f"cannot convert frame {n_read} to RGB ({_one_line(e)})"
+            state.stop_reason = f"cannot convert frame {state.n_read} to RGB ({_one_line(e)})"
             break
-        if rotation:
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=rotation))
         mem_used += rgb.nbytes
         if mem_used > limits.max_decoded_bytes:
             raise LimitError(
                 f"{name}: decoded frames need more than {_fmt_bytes(limits.max_decoded_bytes)}, "
                 "over the limit; pass max_frames to read fewer"
             )
-        kept.append(rgb)
-        times.append(rel)
+        state.kept.append(rgb)
+        state.times.append(rel)
+    return state
 
-    if not kept:
-        if stop_reason is not None:
-            raise VideoError(f"{name}: no video frame could be decoded ({stop_reason})")
-        if n_read > 0 and skipped == n_read:
-            raise VideoError(
-                f"{name}: start_seconds={start_seconds:g} is past the last frame "
-                f"(at {rel:.2f} s)"
-            )
-        raise VideoError(f"{name}: no video frames could be decoded (empty or truncated file)")
 
-    frames = np.stack(kept)
-    T, H, W = frames.shape[:3]
+def missing_frames_note(decoded_end: float, duration: float | None, fps: Fraction) -> str | None:
+    """A note when the decoded frames end more than a frame before the declared `duration`.
 
-    # ---- notes
-    if skipped:
-        notes.append(f"skipped {skipped} frames before start_seconds={start_seconds:g}")
-    if stopped_by_max:
-        more = f" of about {total_est}" if total_est else ""
-        notes.append(f"trimmed to {T} frames{more} (max_frames={max_frames})")
-    if stop_reason is None and not stopped_by_max and count_known and skipped + T < total_est - 1:
-        notes.append(
-            f"the file announces about {total_est} frames but only {skipped + T} could be decoded "
-            "(truncated or damaged file?)"
+    decoded_end: seconds from the first frame to the end of the last decoded frame. Compares
+    times, not counts: an mp4 edit list declares more samples than it shows, a timing it does not
+    break.
+    """
+    if duration is None:
+        return None
+    period = 1.0 / float(fps)
+    if decoded_end < duration - 1.5 * period:
+        return (f"the file announces {duration:.2f} s but its frames end at {decoded_end:.2f} s "
+                f"(about {int(round((duration - decoded_end) * float(fps)))} frames missing: truncated or "
+                "damaged file?)")
+    return None
+
+
+def variable_rate_note(times: list[float], fps: Fraction) -> str | None:
+    """A note when frame intervals vary by more than 1.5x (variable frame rate)."""
+    if len(times) <= 2:
+        return None
+    d = np.diff(np.asarray(times))
+    d = d[d > 0]
+    if not d.size or d.max() <= 1.5 * d.min():
+        return None
+    span = times[-1] - times[0]
+    measured = f", measured {(len(times) - 1) / span:.3g} fps" if span > 0 else ""
+    return (f"variable frame rate (frame intervals {1000 * d.min():.0f}-{1000 * d.max():.0f} ms{measured}); "
+            f"frames kept in order at the stream's rate {float(fps):g} fps")
+
+
+def high_rate_note(fps: Fraction) -> str | None:
+    """A note for high-speed recordings, whose coded frames cover only a short time."""
+    if float(fps) <= 240:
+        return None
+    return f"high frame rate ({float(fps):g} fps, a high-speed recording): kept as declared; each frame lasts " \
+           f"{1000 / float(fps):.2f} ms"
+
+
+def reader_notes(d: _Decoded, *, fps: Fraction, duration: float | None, start_seconds: float,
+                 max_frames: int | None, has_ts: bool) -> list[str]:
+    """The notes about trimming, damage, geometry, colour, interlace and timing of a decoded clip."""
+    notes = []
+    T = len(d.kept)
+    if d.skipped:
+        notes.append(f"skipped {d.skipped} frames before start_seconds={start_seconds:g}")
+    if d.stopped_by_max:
+        notes.append(f"trimmed to {T} frames (max_frames={max_frames})")
+    elif d.stop_reason is not None:
+        notes.append(f"decoding stopped early after {T} frames, file is damaged or truncated ({d.stop_reason})")
+    elif has_ts:
+        note = missing_frames_note(d.last_time + 1.0 / float(fps), duration, fps)
+        if note:
+            notes.append(note)
+    notes += geometry_note(d.geometry)
+    notes += colour_notes(d.fmt, d.first_frame)
+    if d.deinterlaced:
+        notes.append(f"interlaced video ({d.deinterlaced}) de-interlaced with ffmpeg's bwdif filter")
+    if d.resized:
+        w, h = d.geometry.width, d.geometry.height
+        notes.append(f"frame size changes in the stream; resized all frames to {w}x{h}")
+    for note in (variable_rate_note(d.times, fps), high_rate_note(fps)):
+        if note:
+            notes.append(note)
+    return notes
+
+
+def _check_read_args(start_seconds: Any, max_frames: Any) -> tuple[float, int | None]:
+    try:
+        start_seconds = float(start_seconds)
+    except (TypeError, ValueError):
+        raise LimitError(f"start_seconds must be a number, got {start_seconds!r}") from None
+    if not math.isfinite(start_seconds) or start_seconds < 0:
+        raise LimitError(f"start_seconds must be >= 0, got {start_seconds}")
+    if max_frames is not None:
+        if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)):
+            raise LimitError(f"max_frames must be a whole number, got {max_frames!r}")
+        max_frames = int(max_frames)
+        if max_frames < 1:
+            raise LimitError(f"max_frames must be >= 1, got {max_frames}")
+    return start_seconds, max_frames
+
+
+def _check_input_file(name: str, limits: Limits) -> None:
+    """Refuse a missing, unreadable, empty, directory or over-size input (VideoError / LimitError)."""
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        raise VideoError(f"{name}: no such file") from None
+    except OSError as e:
+        raise VideoError(f"{name}: cannot access file ({_one_line(e)})") from None
+    if os.path.isdir(name):
+        raise VideoError(f"{name}: is a directory, not a video file")
+    if st.st_size == 0:
+        raise VideoError(f"{name}: file is empty")
+    if st.st_size > limits.max_bytes:
+        raise LimitError(
+            f"{name}: file is {_fmt_bytes(st.st_size)}, over the limit of {_fmt_bytes(limits.max_bytes)}"
         )
-    if stop_reason is not None:
-        notes.append(f"decoding stopped early after {T} frames, file is damaged or truncated ({stop_reason})")
-    if src_fmt is not None:
-        bits = max((c.bits for c in src_fmt.components), default=8)
-        if bits > 8:
-            notes.append(f"converted {bits}-bit ({src_fmt.name}) to 8-bit RGB")
-        if any(c.is_alpha for c in src_fmt.components):
-            notes.append(f"dropped the alpha channel ({src_fmt.name})")
-    if rotation:
-        turn = {1: "90 degrees counterclockwise", 2: "180 degrees", 3: "90 degrees clockwise"}[rotation]
-        notes.append(f"rotated {turn} as the file's display matrix asks")
-    if resized:
-        notes.append(f"frame size changes in the stream; resized all frames to {size0[0]}x{size0[1]}")
-    if len(times) > 2:
-        d = np.diff(np.asarray(times))
-        d = d[d > 0]
-        if d.size and d.max() > 1.5 * d.min():
-            span = times[-1] - times[0]
-            measured = f", measured {(len(times) - 1) / span:.3g} fps" if span > 0 else ""
-            notes.append(
-                f"variable frame rate (frame intervals {1000 * d.min():.0f}-{1000 * d.max():.0f} ms"
-                f"{measured}); frames kept in order at the stream's rate {float(fps):g} fps"
-            )
 
+
+def _guarded(name: str, container, work):
+    """Run work(container), mapping PyAV/numpy failures to VideoError and closing the container."""
+    try:
+        return work(container)
+    except LoraCodecError:
+        raise
+    except MemoryError:
+        raise LimitError(f"{name}: not enough memory to decode the clip; pass max_frames to read fewer") from None
+    except Exception as e:  # anything PyAV/numpy raises on a strange file
+        raise VideoError(f"{name}: cannot read the video ({_one_line(e)})") from None
+    finally:
+        try:
+            container.close()
+        except Exception:
+            pass
+
+
+def read_video(
+    path: PathLike,
+    *,
+    start_seconds: float = 0.0,
+    max_frames: int | None = None,
+    limits: Limits = Limits(),
+) -> Clip:
+    """Decode a video file to RGB frames as a person sees it played (see docs/INPUTS.md).
+
+    The stream is the one ffmpeg picks (`choose_video_stream`); its rate is `frame_rate`'s;
+    frames are de-interlaced (`Deinterlacer`), scaled to the displayed shape and rotated
+    (`displayed_geometry`), HDR is tone-mapped to SDR BT.709 (`colour`). Frames before
+    `start_seconds` (relative to the first frame) are decoded and skipped; decoding stops after
+    `max_frames` kept frames. A file that breaks off part way (truncated, corrupt) yields the
+    frames decoded before the break, with a note; none at all is an error. Every conversion
+    gets a plain-words note in `Clip.notes`. Names with ':' are read as files, never as URLs.
+
+    Raises VideoError (missing/unreadable file, no video stream, no frames) and LimitError
+    (over `limits`, or invalid start/max_frames).
+    """
+    name = os.fspath(path)
+    start_seconds, max_frames = _check_read_args(start_seconds, max_frames)
+    _check_input_file(name, limits)
+    container = _open_input(name)
+    return _guarded(name, container, lambda c: _read_container(
+        c, name, start_seconds=start_seconds, max_frames=max_frames, limits=limits))
+
+
+def _read_container(container, name, *, start_seconds, max_frames, limits) -> Clip:
+    """read_video on an open container: stream choice, timing, limits, decode, notes."""
+    stream, stream_note = choose_video_stream(container, name)
+    try:
+        stream.thread_type = "AUTO"
+    except Exception:
+        pass
+    fps, rate_note = frame_rate(container, stream)
+    duration = stream_duration(container, stream)
+    _check_limits_before_decoding(name, stream, duration, fps, start_seconds, max_frames, limits)
+    d = _decode_clip(container, stream, name, fps, start_seconds=start_seconds, max_frames=max_frames,
+                     limits=limits)
+    if not d.kept:
+        if d.stop_reason is not None:
+            raise VideoError(f"{name}: no video frame could be decoded ({d.stop_reason})")
+        if d.n_read > 0 and d.skipped:
+            raise VideoError(f"{name}: start_seconds={start_seconds:g} is past the last frame "
+                             f"(at {d.last_time:.2f} s)")
+        raise VideoError(f"{name}: no video frames could be decoded (empty or truncated file)")
+    notes = [n for n in (stream_note, rate_note) if n]
+    notes += reader_notes(d, fps=fps, duration=duration, start_seconds=start_seconds, max_frames=max_frames,
+                          has_ts=has_timestamps(container))
+    frames = np.stack(d.kept)
+    T, H, W = frames.shape[:3]
     return Clip(frames=frames, fps=fps, src_width=int(W), src_height=int(H), src_frames=int(T), notes=notes)
+
+
+# --------------------------------------------------------------------------------------------
+# Probing: what a quick look at a file says (no full decode)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoInfo:
+    """A quick look at a video file (`probe_video`).
+
+    width, height: displayed size (what `read_video` returns; sample aspect ratio and rotation applied).
+    fps: frame rate as `read_video` uses it. seconds: declared duration (None: not declared).
+    frames: declared or estimated frame count (None: unknown, e.g. a raw stream).
+    geometry: the full DisplayGeometry. notes: what reading will convert (stream, rate, geometry, colour).
+    """
+
+    width: int
+    height: int
+    fps: Fraction
+    seconds: float | None
+    frames: int | None
+    geometry: DisplayGeometry
+    notes: list[str] = field(default_factory=list)
+
+
+def probe_video(path: PathLike, limits: Limits | None = None) -> VideoInfo:
+    """Open `path`, pick its stream and decode one frame to learn what `read_video` will give.
+
+    Raises VideoError when the file is missing or not a video ffmpeg can decode, LimitError when
+    over `limits.max_bytes` (default Limits()).
+    """
+    name = os.fspath(path)
+    _check_input_file(name, limits or Limits())
+    return _guarded(name, _open_input(name), lambda c: _probe_container(c, name))
+
+
+def _probe_container(container, name: str) -> VideoInfo:
+    stream, stream_note = choose_video_stream(container, name)
+    fps, rate_note = frame_rate(container, stream)
+    seconds = stream_duration(container, stream)
+    first = None
+    for first in container.decode(stream):
+        break
+    if first is None:
+        raise VideoError(f"{name}: no video frames could be decoded (empty or truncated file)")
+    g = frame_geometry(stream, first)
+    frames = None
+    if has_timestamps(container):
+        frames = int(round(seconds * float(fps))) if seconds else (int(stream.frames) if stream.frames else None)
+    notes = [n for n in (stream_note, rate_note) if n] + geometry_note(g) + colour_notes(first.format, first)
+    if is_interlaced(stream, first):
+        notes.append("interlaced video: will be de-interlaced with ffmpeg's bwdif filter")
+    return VideoInfo(width=g.width, height=g.height, fps=fps, seconds=seconds, frames=frames, geometry=g,
+                     notes=notes)
+
+
+def is_video_file(path: PathLike) -> bool:
+    """True when ffmpeg recognises `path`'s content as holding a video stream (not only cover art):
+    the content decides, not the extension. Nothing is decoded, so a damaged video still counts
+    (reading it then says what is wrong). UTF-8 text is never a video (a list of clips is text)."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    if _looks_like_text(head):
+        return False
+    try:
+        container = _open_input(name)
+    except LoraCodecError:
+        return False
+    try:
+        choose_video_stream(container, name)
+        return True
+    except Exception:
+        return False
+    finally:
+        container.close()
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """UTF-8 text without control characters other than tab/newline/CR (a list file, notes)."""
+    if not head:
+        return True
+    if head.startswith(b"YUV4MPEG2"):  # raw y4m video: a text header, then pixels
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a multi-byte character cut at the end
+            return False
+        text = head[:e.start].decode("utf-8")
+    return all(ch >= " " or ch in "\t\n\r" for ch in text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,10 +943,11 @@ def _encode(
         stream.width, stream.height = W, H
         stream.pix_fmt = pix_fmt
         cc = stream.codec_context
-        cc.colorspace = _WRITE_TAG
+        rgb_out = pix_fmt.startswith(("gbr", "rgb", "bgr"))
+        cc.colorspace = 0 if rgb_out else _WRITE_TAG  # AVCOL_SPC_RGB: samples are R, G, B
         cc.color_primaries = _WRITE_TAG
         cc.color_trc = _WRITE_TAG
-        cc.color_range = 1  # limited ("tv")
+        cc.color_range = 2 if rgb_out else 1  # full ("pc") for RGB, limited ("tv") for YUV
         if codec == "libx265":
             try:
                 stream.codec_tag = "hvc1"  # what Safari/QuickTime want for HEVC in mp4
@@ -542,7 +956,10 @@ def _encode(
         stream.options = dict(options)
         for i in range(T):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
-            vf = vf.reformat(format=pix_fmt, dst_colorspace=_WRITE_MATRIX, dst_color_range="MPEG")
+            if rgb_out:
+                vf = vf.reformat(format=pix_fmt)
+            else:
+                vf = vf.reformat(format=pix_fmt, dst_colorspace=_WRITE_MATRIX, dst_color_range="MPEG")
             vf.pts = i
             for packet in stream.encode(vf):
                 payload += packet.size
@@ -584,49 +1001,141 @@ def _decode_bytes(data: bytes) -> np.ndarray:
     return np.stack(out)
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """How `write_video` writes a file of one extension."""
+
+    description: str
+    codec: str | None  # None: a still image written by `_write_png`
+    pix_fmt: str
+    lossless: bool = False
+
+
+# What `write_video` writes, by extension. H.264 plays in browsers; FFV1 keeps RGB bit for bit (for
+# evaluation: no second lossy coding between the decoder and the metrics); PNG holds one picture.
+OUTPUT_KINDS = {
+    ".mp4": OutputKind("H.264 in MP4 (plays in browsers)", "libx264", "yuv420p"),
+    ".m4v": OutputKind("H.264 in MP4", "libx264", "yuv420p"),
+    ".mov": OutputKind("H.264 in QuickTime", "libx264", "yuv420p"),
+    ".mkv": OutputKind("FFV1 in Matroska (lossless RGB, for evaluation)", "ffv1", "bgr0", lossless=True),
+    ".png": OutputKind("PNG still image (one-frame codes)", None, "rgb24", lossless=True),
+}
+
+
+def output_kind(path: PathLike) -> OutputKind:
+    """The OutputKind of `path`'s extension (VideoError for an extension `write_video` does not write)."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in OUTPUT_KINDS:
+        known = ", ".join(f"{e} ({k.description})" for e, k in OUTPUT_KINDS.items())
+        raise VideoError(f"{os.fspath(path)}: cannot write '{ext or 'no extension'}' files; use one of {known}")
+    return OUTPUT_KINDS[ext]
+
+
+def check_writable(path: PathLike) -> str:
+    """Check that a file can be created at `path` (its folder exists and is writable, it is not a folder);
+    return the path as str. Raises VideoError. Call before long work (sampling, fitting)."""
+    name = os.fspath(path)
+    if not name:
+        raise VideoError("empty output file name")
+    if os.path.isdir(name):
+        raise VideoError(f"{name}: is a folder; give a file name")
+    parent = os.path.dirname(os.path.abspath(name))
+    if not os.path.isdir(parent):
+        raise VideoError(f"{name}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(name) and not os.access(name, os.W_OK)):
+        raise VideoError(f"{name}: no permission to write there")
+    return name
+
+
+def check_video_output(path: PathLike, frames: int | None = None) -> OutputKind:
+    """Check, before any sampling, that `write_video(path, ...)` can write `frames` frames there:
+    a known extension (`OUTPUT_KINDS`), one frame for a PNG, a writable folder. Raises VideoError."""
+    kind = output_kind(path)
+    if kind.codec is None and frames is not None and frames != 1:
+        raise VideoError(f"{os.fspath(path)}: a PNG holds one picture but this has {frames} frames; "
+                         "write .mp4 (or .mkv for lossless)")
+    check_writable(path)
+    return kind
+
+
+def _encoder_options(codec: str, crf: int) -> dict[str, str]:
+    """Encoder options that make the output depend only on the frames: one thread.
+
+    x264 and x265 split work between threads by the machine's CPU count, and the split changes
+    the bitstream (frame threads see fewer reference rows, lookahead decisions differ); with
+    threads=1 the same frames give the same bytes on every run and machine.
+    """
+    if codec == "ffv1":
+        return {"threads": "1", "level": "3", "slicecrc": "1"}
+    options = {"crf": str(crf), "threads": "1"}
+    if codec in ("libx264", "libx265"):
+        options["preset"] = "medium"
+    if codec == "libx265":
+        options["x265-params"] = "log-level=error:pools=none:frame-threads=1"
+    return options
+
+
+def _png_bytes(frame: np.ndarray) -> bytes:
+    """One uint8 RGB frame [H, W, 3] as PNG bytes (PyAV's png encoder)."""
+    cc = av.CodecContext.create("png", "w")
+    cc.width, cc.height, cc.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
+    cc.time_base = Fraction(1, 1)
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+    vf.pts = 0
+    data = b"".join(bytes(p) for p in cc.encode(vf)) + b"".join(bytes(p) for p in cc.encode(None))
+    if not data:
+        raise VideoError("the PNG encoder gave no data")
+    return data
+
+
 def write_video(
     path: PathLike,
     frames_uint8: np.ndarray,
     fps: Fraction,
     *,
-    codec: str = "libx264",
+    codec: str | None = None,
     crf: int = 18,
 ) -> None:
-    """Write uint8 RGB frames [T, H, W, 3] as a browser-playable file (mp4 + H.264 by default).
+    """Write uint8 RGB frames [T, H, W, 3]; the kind of file follows the extension (`OUTPUT_KINDS`).
 
-    yuv420p, BT.709 tagged; odd heights/widths are padded by one repeated row/column (and
-    sides under 64 px up to 64 for libx265/libsvtav1, whose bundled builds crash or hang
-    on some tiny sizes);
-    mp4/mov get `+faststart` (index at the front, so playback starts before the download ends).
-    The container is chosen from the file extension. A failed write leaves no partial file.
+    .mp4/.m4v/.mov (default codec libx264; `codec` may name libx265 etc.): yuv420p, BT.709
+    tagged, `crf`; odd heights/widths are padded by one repeated row/column (and sides under
+    64 px up to 64 for libx265/libsvtav1, whose bundled builds crash or hang on some tiny
+    sizes); `+faststart` (index at the front, so playback starts before the download ends).
+    .mkv: FFV1, RGB (gbrp), lossless: reading it back gives the frames bit for bit.
+    .png: one frame (a still image; VideoError for more).
+    The same frames give byte-identical files in every process (one encoder thread). Names with
+    ':' are files, never URLs. A failed write leaves no partial file. Raises VideoError.
     """
     name = os.fspath(path)
-    frames = _pad_for_codec(check_frames(frames_uint8), codec)
+    frames = check_frames(frames_uint8)
+    kind = check_video_output(name, frames.shape[0])
     rate = _fps_fraction(fps)
     try:
         crf_i = int(crf)
     except (TypeError, ValueError):
         raise VideoError(f"crf must be a whole number, got {crf!r}") from None
-    ext = os.path.splitext(name)[1].lower()
-    container_options = {"movflags": "+faststart"} if ext in (".mp4", ".mov", ".m4v") else {}
-    options = {"crf": str(crf_i)}
-    if codec in ("libx264", "libx265"):
-        options["preset"] = "medium"
-    if codec == "libx265":
-        options["x265-params"] = "log-level=error"
-    parent = os.path.dirname(os.path.abspath(name))
-    if not os.path.isdir(parent):
-        raise VideoError(f"{name}: the folder {parent} does not exist")
     existed = os.path.exists(name)
     try:
-        _encode(name, frames, rate, codec=codec, options=options, container_options=container_options)
-    except LoraCodecError as e:
+        if kind.codec is None:
+            data = _png_bytes(frames[0])
+            with open(name, "wb") as f:
+                f.write(data)
+            return
+        codec = kind.codec if (codec is None or kind.lossless) else codec
+        frames = _pad_for_codec(frames, codec) if kind.pix_fmt.startswith("yuv") else frames
+        ext = os.path.splitext(name)[1].lower()
+        container_options = {"movflags": "+faststart"} if ext in (".mp4", ".mov", ".m4v") else {}
+        _encode(ffmpeg_url(name), frames, rate, codec=codec, options=_encoder_options(codec, crf_i),
+                container_options=container_options, pix_fmt=kind.pix_fmt)
+    except (LoraCodecError, OSError) as e:
         if not existed:
             try:
                 os.remove(name)
             except OSError:
                 pass
-        raise VideoError(f"{name}: {e}") from None
+        msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise VideoError(f"{name}: {msg}") from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,9 +44,11 @@ def one_process() -> Dist:
 
 def test_collect_clips(tmp_path, clips_dir):
     (tmp_path / "a" / "x").mkdir(parents=True)
+    video = (clips_dir / "clip0.mp4").read_bytes()  # clips are recognised by content, not by extension
     for p in ("a/one.mp4", "a/x/one.MOV", "b.mkv"):
-        (tmp_path / p).write_bytes(b"")
+        (tmp_path / p).write_bytes(video)
     (tmp_path / "a" / "notes.txt").write_text("not a clip")
+    (tmp_path / "a" / "empty.mp4").write_bytes(b"")  # not a video, whatever its name says
     items = collect_clips([tmp_path / "a"])
     assert [c.id for c in items] == ["one", "x__one"]
     lst = tmp_path / "list.txt"
@@ -58,7 +60,7 @@ def test_collect_clips(tmp_path, clips_dir):
     assert items == collect_clips([tmp_path / "a", lst])  # the order of the arguments does not matter
     # two files with the same stem get distinct ids
     (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "clip0.mp4").write_bytes(b"")
+    (tmp_path / "c" / "clip0.mp4").write_bytes(video)
     ids = [c.id for c in collect_clips([clips_dir, tmp_path / "c" / "clip0.mp4"])]
     assert len(ids) == len(set(ids)) == 4 and sum(i.startswith("clip0-") for i in ids) == 2
     with pytest.raises(BatchError, match="no such file"):
@@ -108,14 +110,17 @@ def test_failed_clip_is_recorded_and_retried(clips_dir, tmp_path, tiny):
 
     src = tmp_path / "in"
     src.mkdir()
-    (src / "broken.mp4").write_bytes(b"not a video")
-    (src / "good.mp4").write_bytes((clips_dir / "clip0.mp4").read_bytes())
+    good = (clips_dir / "clip0.mp4").read_bytes()
+    mdat = good.index(b"mdat") + 4
+    (src / "broken.mp4").write_bytes(good[:mdat] + bytes(len(good) - mdat))  # an mp4 whose frames are zeroed
+    (src / "notes.mp4").write_bytes(b"not a video")  # text: not a clip, whatever its name says
+    (src / "good.mp4").write_bytes(good)
     out = tmp_path / "out"
     s = run_batch([src], out, EncodeSettings(**SMALL), BatchOptions(quiet=True, metrics=False), dist=one_process(),
                   backbone=tiny)
     assert (s["clips"], s["done"], s["errors"]) == (2, 1, 1)  # one bad clip does not stop the others
     r = json.loads((out / "results" / "broken.json").read_text())
-    assert r["status"] == "error" and "not a readable video" in r["error"]
+    assert r["status"] == "error" and "no video frame" in r["error"]
     assert not (out / "codes" / "broken.vov").exists()
     # the CLI: the good clip is skipped, the broken one retried, and the run exits 2 with one line
     r = run_cli("batch", src, "-o", out, *SMALL_ARGS, "--no-metrics", "-q")
