@@ -125,9 +125,10 @@ else:
 # UI defaults per backbone
 FRAME_CHOICES = S.allowed_frame_counts(BACKBONE)
 D = BACKBONE.defaults
-DEFAULT_FRAMES = BACKBONE.native.frames if TINY else min(33, BACKBONE.native.frames)
-DEFAULT_FIT_STEPS = 60 if TINY else 300
-DEFAULT_BATCH = D.batch if TINY else 1
+APP_DEFAULTS = S.app_defaults(BACKBONE)
+DEFAULT_FRAMES = APP_DEFAULTS.frames
+DEFAULT_FIT_STEPS = APP_DEFAULTS.fit_steps
+DEFAULT_BATCH = APP_DEFAULTS.batch
 DEFAULT_TARGET_KB = 1.0 if TINY else 32.0
 SIZES = S.size_presets(BACKBONE)
 
@@ -167,7 +168,7 @@ SIZE_NOTE = ("" if TINY else "Wan2.1-1.3B was trained at 480p (832x480): smaller
              "less GPU time.")
 PRESETS = {  # API value -> (label, rate weight lambda; METHOD.md: ~3e-3 .. 15e-3)
     "small": ("small (λ = 0.015)", 15e-3),
-    "balanced": ("balanced (λ = 0.005)", 5e-3),
+    "balanced": ("balanced (λ = 0.005)", S.BALANCED_LAMBDA),
     "detailed": ("detailed (λ = 0.003)", 3e-3),
 }
 RATE_TARGET = "target"

@@ -151,9 +151,10 @@ def wan_forward_flops(tokens: int) -> float:
     return WAN_LINEAR_FLOP_PER_TOKEN * tokens + WAN_BLOCKS * 4.0 * tokens * tokens * WAN_DIM
 
 
-def gpu_fraction() -> float:
-    """Share of a whole H100/H200 this process gets: ZeroGPU's slice, or 1."""
-    if ON_ZEROGPU:
+def gpu_fraction(zerogpu: bool | None = None) -> float:
+    """Share of a whole H100/H200 this process gets: ZeroGPU's slice, or 1 (`zerogpu` overrides
+    whether this is a ZeroGPU Space)."""
+    if ON_ZEROGPU if zerogpu is None else zerogpu:
         try:
             sms = int(os.environ.get("ZEROGPU_CUDA_MULTI_PROCESSOR_COUNT", "60"))
         except ValueError:
@@ -214,10 +215,13 @@ class CostModel:
         self.source = "measured"
 
 
-def wan_cost_model(ref_tokens: int, ref_pixels: int) -> CostModel:
-    rate = SUSTAINED_FLOPS * gpu_fraction()
+def wan_cost_model(ref_tokens: int, ref_pixels: int, *, zerogpu: bool | None = None) -> CostModel:
+    """The published-architecture ESTIMATE of Wan's GPU times (METHOD.md section 7) at a reference
+    geometry of `ref_tokens` tokens and `ref_pixels` pixels, on a whole GPU or a ZeroGPU slice."""
+    zerogpu = ON_ZEROGPU if zerogpu is None else zerogpu
+    rate = SUSTAINED_FLOPS * gpu_fraction(zerogpu)
     fwd = wan_forward_flops(ref_tokens) / rate
-    where = "a ZeroGPU H200 slice (60/132 SMs)" if ON_ZEROGPU else "one H100/H200-class GPU"
+    where = "a ZeroGPU H200 slice (60/132 SMs)" if zerogpu else "one H100/H200-class GPU"
     return CostModel(
         device="cuda", source="estimate", ref_tokens=ref_tokens, ref_pixels=ref_pixels,
         fit_sample_s=FIT_SAMPLE_FORWARDS * fwd, sample_step_s=fwd, setup_s=WAN_CALL_ALLOWANCE_S,
@@ -235,6 +239,31 @@ GPU_RESULTS_PATH = Path(os.environ.get("LORA_CODEC_GPU_RESULTS") or
 def wan_tokens(frames: int, height: int, width: int) -> int:
     """Wan2.1 transformer tokens of a clip: latent frames (4x temporal) x 16-px patches."""
     return ((int(frames) - 1) // 4 + 1) * (int(height) // 16) * (int(width) // 16)
+
+
+class WanShape:
+    """Wan2.1's latent shape and patch size without loading it (what `video_tokens` and
+    `plan_encode` read from a backbone), for estimates where the model is not loaded."""
+
+    transformer = type("T", (), {"config": type("C", (), {"patch_size": (1, 2, 2)})})
+
+    @staticmethod
+    def latent_shape(g) -> tuple[int, int, int, int]:
+        return (16, (g.frames - 1) // 4 + 1, g.height // 8, g.width // 8)
+
+
+def space_plans(max_call_s: float | None = None) -> list[tuple[tuple[int, int], Plan]]:
+    """What a visitor's default compress costs on the ZeroGPU Space at each Wan size preset, by the
+    published-architecture ESTIMATE for a ZeroGPU slice (the README's Space section quotes it):
+    (size, Plan) per preset; `Plan.calls` counts the fit calls and the finish call."""
+    from .backbones import Geometry
+
+    d = AppDefaults(frames=33, fit_steps=300, batch=1, rate_lambda=BALANCED_LAMBDA, sample_steps=50)
+    costs = wan_cost_model(wan_tokens(33, 480, 832), 33 * 480 * 832, zerogpu=True)
+    cap = LIMITS.max_gpu_call_s if max_call_s is None else max_call_s
+    return [((w, h), plan_encode(costs, WanShape, Geometry(d.frames, h, w), fit_steps=d.fit_steps, batch=d.batch,
+                                 sample_steps=d.sample_steps, max_call_s=cap))
+            for w, h in SIZE_PRESETS["wan2.1-t2v-1.3b"]]
 
 
 def load_gpu_results(path: str | os.PathLike | None = None) -> dict | None:
@@ -742,7 +771,7 @@ def probe(path: str | os.PathLike) -> ClipInfo:
 # trained at 480p (832x480): smaller sizes cost quality but much less GPU time.
 SIZE_PRESETS = {"wan2.1-t2v-1.3b": [(480, 272), (624, 352), (832, 480)]}
 # The Space's default size: the largest preset whose default fit needs at most this many fit calls.
-DEFAULT_FIT_CALLS = int(os.environ.get("LORA_CODEC_APP_DEFAULT_FIT_CALLS", "3"))
+DEFAULT_FIT_CALLS = int(os.environ.get("LORA_CODEC_APP_DEFAULT_FIT_CALLS", "2"))
 
 
 def size_presets(backbone) -> list[tuple[int, int]]:
@@ -779,6 +808,32 @@ def default_size(costs: CostModel | None, backbone, sizes, *, frames: int, fit_s
         if best is None or p.calls - 1 <= max_fit_calls:
             best = ((w, h), p)
     return best
+
+
+@dataclasses.dataclass(frozen=True)
+class AppDefaults:
+    """What a visitor's compress uses unless changed: frames, fit budget (steps), batch, rate weight
+    (the 'balanced' preset) and sampling steps stored in the code."""
+
+    frames: int
+    fit_steps: int
+    batch: int
+    rate_lambda: float
+    sample_steps: int
+
+
+BALANCED_LAMBDA = 5e-3
+
+
+def app_defaults(backbone) -> AppDefaults:
+    """The app's defaults for a backbone: the whole native length with the backbone's batch on the
+    tiny (CPU) one; 33 frames at batch 1 on a real model, whose fits run in GPU calls."""
+    d = backbone.defaults
+    if backbone.is_tiny:
+        return AppDefaults(frames=backbone.native.frames, fit_steps=60, batch=d.batch, rate_lambda=BALANCED_LAMBDA,
+                           sample_steps=d.sample_steps)
+    return AppDefaults(frames=min(33, backbone.native.frames), fit_steps=300, batch=1, rate_lambda=BALANCED_LAMBDA,
+                       sample_steps=d.sample_steps)
 
 
 def allowed_frame_counts(backbone) -> list[int]:
