@@ -984,3 +984,14 @@ def describe_backbone(backbone, load_error: str | None = None) -> str:
     where = "a ZeroGPU H200 slice" if ON_ZEROGPU else f"{backbone.device.type.upper()}"
     return (f"**Serving Wan2.1-T2V-1.3B on {where}.** Codes made here decode with the same weights anywhere "
             "(`python -m lora_codec decode`).")
+
+
+def space_cost_markdown() -> str:
+    """The README's table of what a visitor's default compress costs on the ZeroGPU Space per size
+    preset (`space_plans`: an ESTIMATE until scripts/gpu_check.py has measured a GPU).
+    tests/test_issue11.py checks that the README holds exactly this text."""
+    rows = ["| size | GPU calls (fit + finish) | GPU time | per fit step |", "|---|---|---|---|"]
+    for (w, h), p in space_plans():
+        rows.append(f"| {w}x{h} | {p.calls} ({p.calls - 1} + 1) | ~{fmt_seconds(p.total_s)} | "
+                    f"~{p.per_step_s:.2f} s |")
+    return "\n".join(rows)
