@@ -229,8 +229,10 @@ def markdown(result: dict, json_path: str) -> str:
     lines += [""]
     if result["backbone"] == "tiny":
         lines += [f"**Backbone caveat:** {result['note']}.", "",
-                  "Not measured in this run: anything with the real `wan2.1-t2v-1.3b` backbone (it needs a CUDA GPU "
-                  "and its weights; run `python benchmarks/run.py --results-md docs/RESULTS.md` there), and LPIPS / "
+                  "Not measured in this run: anything with the real `wan2.1-t2v-1.3b` weights (they need a CUDA GPU "
+                  "and the download; run `python benchmarks/run.py --results-md docs/RESULTS.md` there; the `wan_cpu` "
+                  "section runs its code path with random full-size weights on this CPU, and the GPU check section "
+                  "says what was measured on a GPU), and LPIPS / "
                   "DISTS (their network weights are not on this machine). Rate-distortion results of the method "
                   "on UVG / HEVC clips come from `python -m lora_codec batch` + `compare` on such a machine.", ""]
     lines += ["Seconds per benchmark: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()), ""]
