@@ -23,6 +23,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 try:  # ZeroGPU wants `spaces` imported before torch; off a Space it is optional
     import spaces  # noqa: F401
 except Exception:  # pragma: no cover - not installed
+    if os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true"):
+        raise  # on a ZeroGPU Space the GPU functions cannot run without it: fail loudly
     spaces = None
 
 import dataclasses  # noqa: E402
@@ -43,6 +45,7 @@ import numpy as np  # noqa: E402
 from lora_codec import app_support as S  # noqa: E402
 from lora_codec import bitstream  # noqa: E402
 from lora_codec.backbones import Geometry, load_backbone  # noqa: E402
+from lora_codec.cli import parse_size  # noqa: E402
 from lora_codec.codec import EncodeSession, EncodeSettings, decode, describe  # noqa: E402
 from lora_codec.errors import BackboneError, LimitError, LoraCodecError  # noqa: E402
 
@@ -118,18 +121,55 @@ _native_pixels = BACKBONE.native.frames * BACKBONE.native.height * BACKBONE.nati
 if TINY or BACKBONE.device.type == "cpu":
     threading.Thread(target=_calibrate, name="lora_codec-calibrate", daemon=True).start()
 else:
-    COSTS.set(S.wan_cost_model(_native_tokens, _native_pixels))
+    COSTS.set(S.wan_costs(_native_tokens, _native_pixels))  # a GPU check's measurements, else the estimate
 
 # UI defaults per backbone
 FRAME_CHOICES = S.allowed_frame_counts(BACKBONE)
 D = BACKBONE.defaults
-DEFAULT_FRAMES = min(33, BACKBONE.native.frames) if WAN else BACKBONE.native.frames
-DEFAULT_FIT_STEPS = 300 if WAN else (60 if TINY else D.stage1_steps + D.stage2_steps)
-DEFAULT_BATCH = 1 if WAN else D.batch
+APP_DEFAULTS = S.app_defaults(BACKBONE)
+DEFAULT_FRAMES = APP_DEFAULTS.frames
+DEFAULT_FIT_STEPS = APP_DEFAULTS.fit_steps
+DEFAULT_BATCH = APP_DEFAULTS.batch
 DEFAULT_TARGET_KB = 32.0 if WAN else (1.0 if TINY else 2.0)
+SIZES = S.size_presets(BACKBONE)
+
+
+def _size_value(size) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _size_choices() -> tuple[list[tuple[str, str]], str]:
+    """The size presets with the GPU time of a default compress at each (cost model), and the default:
+    the largest preset whose default fit needs at most a few GPU calls (`S.default_size`)."""
+    c = _costs()
+    if c is None or not WAN:
+        return [(_size_value(sz), _size_value(sz)) for sz in SIZES], _size_value(SIZES[0] if WAN else SIZES[-1])
+    choices = []
+    for w, h in SIZES:
+        p = S.plan_encode(c, BACKBONE, Geometry(DEFAULT_FRAMES, h, w), fit_steps=DEFAULT_FIT_STEPS, batch=DEFAULT_BATCH,
+                          sample_steps=D.sample_steps)
+        choices.append((f"{w}x{h} (~{S.fmt_seconds(p.total_s)} of GPU time, {p.calls} GPU calls by default)",
+                        _size_value((w, h))))
+    best, _plan = S.default_size(c, BACKBONE, SIZES, frames=DEFAULT_FRAMES, fit_steps=DEFAULT_FIT_STEPS,
+                                 batch=DEFAULT_BATCH, sample_steps=D.sample_steps)
+    return choices, _size_value(best)
+
+
+def _size_arg(size) -> tuple[int, int] | None:
+    """The size dropdown's value -> (width, height), one of the presets (LimitError otherwise)."""
+    if size in (None, "", "native"):
+        return None
+    wh = parse_size(str(size))
+    if wh not in [tuple(x) for x in SIZES]:
+        raise LimitError(f"size {size} is not offered here; choose one of: {', '.join(map(_size_value, SIZES))}")
+    return wh
+
+
+SIZE_NOTE = ("" if not WAN else "Wan2.1-1.3B was trained at 480p (832x480): smaller sizes cost quality, and much "
+             "less GPU time.")
 PRESETS = {  # API value -> (label, rate weight lambda; METHOD.md: ~3e-3 .. 15e-3)
     "small": ("small (λ = 0.015)", 15e-3),
-    "balanced": ("balanced (λ = 0.005)", 5e-3),
+    "balanced": ("balanced (λ = 0.005)", S.BALANCED_LAMBDA),
     "detailed": ("detailed (λ = 0.003)", 3e-3),
 }
 RATE_TARGET = "target"
@@ -257,8 +297,10 @@ def _setup_estimate(job: dict) -> float:
 
 
 def _resume_session(job: dict) -> EncodeSession:
-    """The job's encode session as the last GPU call left it: clip + settings + saved fit state."""
-    session = EncodeSession.start(S.load_clip(job), _settings_from(job), backbone=BACKBONE)
+    """The job's encode session as the last GPU call left it: clip + settings + saved fit state (and
+    the caption embedding the first call cached in the job folder)."""
+    session = EncodeSession.start(S.load_clip(job), _settings_from(job), backbone=BACKBONE,
+                                  caption_cache=Path(job["dir"]) / "caption.safetensors")
     try:
         state = Path(job["state"])
         if state.exists():
@@ -269,16 +311,20 @@ def _resume_session(job: dict) -> EncodeSession:
     return session
 
 
-def _fit_duration(job: dict, seconds: float) -> float:
+def _fit_duration(job: dict, seconds: float, call_s: float | None = None) -> float:
+    if call_s is not None:  # the caller planned the call (and may be retrying a shorter one)
+        return float(call_s)
     return S.call_duration(_setup_estimate(job) + float(seconds))
 
 
 @S.gpu(duration=_fit_duration)
-def gpu_fit(job: dict, seconds: float):
+def gpu_fit(job: dict, seconds: float, call_s: float | None = None):
     """Rebuild the encode session from the stored clip + settings + fit state, fit for up to
-    `seconds` (or until done / stopped), save the state. Yields progress dicts."""
+    `seconds` (or until done / stopped), save the state. Yields progress dicts. `call_s`: the call's
+    requested duration; on ZeroGPU the fit stops in time to save the state before it ends."""
     try:
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # the call's own start: the deadline counts from here
+        hard = float(call_s) if call_s is not None else _fit_duration(job, seconds)
         session = _resume_session(job)
         state = Path(job["state"])
         try:
@@ -292,13 +338,14 @@ def gpu_fit(job: dict, seconds: float):
                    "notes": list(session.notes)}
             stop_file = Path(job["dir"]) / "STOP"
             # on ZeroGPU the call is ended at its requested duration: stop early enough to save the state
-            hard = _fit_duration(job, seconds) if S.ON_ZEROGPU else None
+            if not S.ON_ZEROGPU:
+                hard = None
             start = last_save = last_size = time.perf_counter()
             size = None
             step_s = 0.0
             while (fitter.step < target and not fitter.done and time.perf_counter() - start < float(seconds)
                    and not stop_file.exists()):
-                if hard is not None and time.perf_counter() - t0 + 2 * step_s + 10 > hard:
+                if hard is not None and S.fit_deadline_reached(time.perf_counter() - t0, hard, step_s):
                     break
                 ts = time.perf_counter()
                 session.fit(max_steps=1)
@@ -337,12 +384,12 @@ def _finish_estimate(job: dict) -> float:
             + refine * c.sample_step(tokens) + c.decode(tokens, pixels, steps))
 
 
-def _finish_duration(job: dict) -> float:
-    return S.call_duration(_finish_estimate(job))
+def _finish_duration(job: dict, call_s: float | None = None) -> float:
+    return float(call_s) if call_s is not None else S.call_duration(_finish_estimate(job))
 
 
 @S.gpu(duration=_finish_duration)
-def gpu_finish(job: dict) -> dict:
+def gpu_finish(job: dict, call_s: float | None = None) -> dict:
     """Quantise (rate control to the target if set, the refinement track if asked), write the code,
     and decode it exactly as a receiver would. Returns bytes, the report and uint8 frames."""
     try:
@@ -382,12 +429,14 @@ def _decode_estimate(code: bytes, steps: int | None) -> float:
     return c.decode(tokens, g.frames * g.height * g.width, n)
 
 
-def _decode_duration(code: bytes, steps: int | None = None, caption: str | None = None, refine=None) -> float:
-    return S.call_duration(_decode_estimate(code, steps))
+def _decode_duration(code: bytes, steps: int | None = None, caption: str | None = None, refine=None,
+                     call_s: float | None = None) -> float:
+    return float(call_s) if call_s is not None else S.call_duration(_decode_estimate(code, steps))
 
 
 @S.gpu(duration=_decode_duration)
-def gpu_decode(code: bytes, steps: int | None = None, caption: str | None = None, refine=None) -> dict:
+def gpu_decode(code: bytes, steps: int | None = None, caption: str | None = None, refine=None,
+               call_s: float | None = None) -> dict:
     try:
         kwargs = {}
         if refine is not None and DECODE_HAS_REFINE:
@@ -431,23 +480,25 @@ def _int_in(name: str, value, lo: int, hi: int) -> int:
     return v
 
 
-def _planned_geometry(video, start_seconds, frames) -> tuple[Geometry, str]:
+def _planned_geometry(video, start_seconds, frames, size=None) -> tuple[Geometry, str]:
     frames = _int_in("frames to code", frames, 1, BACKBONE.native.frames)
+    wh = _size_arg(size)
     if video:
         info = S.probe(video)
         avail = frames
         if info.frames:
             left = info.frames - int(float(start_seconds or 0) * info.fps)
             avail = max(1, min(frames, left))
-        g = BACKBONE.coded_geometry(avail, info.height, info.width)
+        g = BACKBONE.coded_geometry(avail, info.height, info.width,
+                                    size=S.oriented(wh, info.height, info.width) if wh else None)
         return g, f"source {info.width}x{info.height}, {info.fps:.3g} fps" + (
             f", {info.seconds:.2f} s" if info.seconds else "")
-    return BACKBONE.coded_geometry(frames, BACKBONE.native.height, BACKBONE.native.width), "no clip yet"
+    return BACKBONE.coded_geometry(frames, BACKBONE.native.height, BACKBONE.native.width, size=wh), "no clip yet"
 
 
 @_guarded
 def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, sample_steps, frames, batch,
-             refine_steps=0) -> str:
+             refine_steps=0, size=None) -> str:
     """Markdown: what a compress with these settings will cost, before it starts."""
     c = _costs(wait=30.0)
     if c is None:
@@ -455,7 +506,7 @@ def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2,
     fit_steps = _int_in("fit steps", fit_steps, 1, LIMITS.max_fit_steps)
     batch = _int_in("batch", batch, 1, 16)
     sample_steps = _int_in("sampling steps", sample_steps, 1, LIMITS.max_sample_steps)
-    g, src = _planned_geometry(video, start_seconds, frames)
+    g, src = _planned_geometry(video, start_seconds, frames, size)
     finetune = 0
     if rate_mode == RATE_TARGET:
         finetune = max(5, fit_steps // 5)
@@ -471,7 +522,8 @@ def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2,
         "",
         f"- coded as {g.frames} frames {g.width}x{g.height} ({p.tokens:,} video tokens; {src})",
         f"- fit: {fit_steps} steps x batch {batch} at ~{p.per_step_s:.3g} s/step = ~{S.fmt_seconds(p.fit_s)}"
-        + (f", split into GPU calls of <= {S.fmt_seconds(LIMITS.slice_s)}" if p.calls > 2 else ""),
+        + (f", split into GPU calls of <= {S.fmt_seconds(LIMITS.max_gpu_call_s if S.ON_ZEROGPU else LIMITS.slice_s)}"
+           if p.calls > 2 else ""),
         f"- finish (quantise{', rate control' if finetune else ''}{', refinement track' if refine_steps else ''})"
         f" + decoding the reconstruction ({sample_steps} steps): ~{S.fmt_seconds(p.finish_s + p.decode_s + p.setup_s)}",
         "- then x265 at the same size and the metrics, on the CPU",
@@ -483,6 +535,8 @@ def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2,
         lines.append(f"- for scale: the paper's full setting ({D.stage1_steps + D.stage2_steps} steps x batch {D.batch}, "
                      f"{BACKBONE.native.frames} frames) is ~{S.fmt_seconds(full.total_s)} of GPU time - run it with "
                      "`python -m lora_codec encode` on your own GPU")
+    if SIZE_NOTE:
+        lines.append(f"- {SIZE_NOTE}")
     lines += ["", f"<small>{c.note}</small>"]
     return "\n".join(lines)
 
@@ -523,17 +577,29 @@ def _run_job(job: dict, request, ui):
     try:
         remaining = max(0, int(job["target_steps"]) - int(job.get("steps_done", 0)))
         per_step = c.fit_step(S.video_tokens(BACKBONE, g), batch) if c else 1.0
-        calls_est = max(1, math.ceil(remaining * per_step / max(1.0, LIMITS.slice_s)))
+        # the longest call this visitor's allowance took (a refused call is retried shorter)
+        job.setdefault("max_call_s", float(LIMITS.max_gpu_call_s))
+        call_s, slice_s = S.plan_call_seconds(c, BACKBONE, g, batch, job["max_call_s"])
+        calls_est = max(1, math.ceil(remaining * per_step / max(1.0, slice_s)))
         call = 0
         done = job.get("fit_done", False) and job["target_steps"] <= job.get("steps_done", 0)
         stopped = False
+
+        def shorter(new_call_s: float) -> None:
+            job["max_call_s"] = new_call_s
+            S.save_job(job)
+
+        def fit_call(max_call_s: float):
+            cs, fit_s = S.plan_call_seconds(_costs(), BACKBONE, g, batch, max_call_s)
+            return gpu_fit(job, fit_s, cs)
+
         while not done and not stopped:
             call += 1
-            slice_s = LIMITS.slice_s
+            call_s = float(job["max_call_s"])
             first_step = True
             before = int(job.get("steps_done", 0))
             with model_lock():
-                for p in gpu_fit(job, slice_s):
+                for p in S.iter_gpu_call(fit_call, call_s, on_shorter=shorter):
                     kind = p.get("kind")
                     if kind == "error":
                         raise _user_error(LoraCodecError(p["message"]))
@@ -567,8 +633,10 @@ def _run_job(job: dict, request, ui):
         stop_file.unlink(missing_ok=True)
 
     # finish (GPU): the code and its reconstruction
+    need = _finish_estimate(job)
     with model_lock():
-        out = gpu_finish(job)
+        out = S.gpu_call(lambda cs: gpu_finish(job, cs), S.call_duration(need, job.get("max_call_s")), need_s=need,
+                         on_shorter=lambda cs: job.update(max_call_s=cs))
     if "error" in out:
         raise _user_error(LoraCodecError(out["error"]))
     COSTS.observe_decode(BACKBONE, g, out.get("decode_step_s"), out.get("decode_fixed_s"))
@@ -660,7 +728,7 @@ def _results(job: dict, out: dict, stopped: bool, ui) -> dict:
 def make_compress(ui):
     @_guarded
     def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, seed, sample_steps,
-                 frames, batch, refine_steps, job, job_id=None, request: gr.Request = None):
+                 frames, batch, refine_steps, size=None, job=None, job_id=None, request: gr.Request = None):
         """Fit a code to the clip (stoppable, resumable), then show the code, its bytes, the
         reconstruction and x265 at the same size."""
         path = S.check_upload(video)
@@ -691,7 +759,8 @@ def make_compress(ui):
             wd = S.new_workdir("job")
             _track_dir(request, wd)
         yield {ui["status"]: "**Reading the clip...**"}
-        rec = S.prepare_clip(path, wd, BACKBONE, start_seconds=start_seconds, max_frames=frames)
+        rec = S.prepare_clip(path, wd, BACKBONE, start_seconds=start_seconds, max_frames=frames, size=_size_arg(size))
+        settings["size"] = list(rec["size"])  # every GPU call codes the stored clip at this size
         new = dict(rec)
         stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(path).stem)[:40] or "clip"
         new.update(dir=str(wd), state=str(wd / "fit_state.safetensors"), settings=settings,
@@ -885,8 +954,10 @@ def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, req
         count = info["refine_indexed"][1] - info["refine_indexed"][0]
         if refine > count:
             raise LimitError(f"the refinement track has {count} indexed steps; K must be at most {count}")
+    need = _decode_estimate(data, steps)
     with model_lock():
-        out = gpu_decode(data, steps, caption, refine)
+        out = S.gpu_call(lambda cs: gpu_decode(data, steps, caption, refine, cs), S.call_duration(need), need_s=need,
+                         saved=False)
     if "error" in out:
         raise _user_error(LoraCodecError(out["error"]))
     g = Geometry(info["frames"], info["height"], info["width"])
@@ -946,6 +1017,11 @@ def build_demo() -> gr.Blocks:
                             frames = gr.Slider(frames_min, frames_max, value=DEFAULT_FRAMES, step=4,
                                                label="Frames to code",
                                                info=f"4k+1, at most the model's native {frames_max}")
+                        size_choices, size_default = _size_choices()
+                        size = gr.Dropdown(size_choices, value=size_default, label="Size (width x height)",
+                                           elem_id="size",
+                                           info=("portrait clips are coded at the transposed size. " + SIZE_NOTE).strip(),
+                                           interactive=len(size_choices) > 1)
                         with gr.Row():
                             rate_mode = gr.Dropdown(RATE_CHOICES, value="balanced", label="Size",
                                                     info="a size target (rate control) or a preset rate weight",
@@ -1040,14 +1116,15 @@ def build_demo() -> gr.Blocks:
                   baseline_file=baseline_file, metrics=metrics, summary=summary)
         outputs = [ui[k] for k in OUTPUT_KEYS]
 
-        est_inputs = [video, start, rate_mode, target_kb, fit_steps, refine, sample_steps, frames, batch, refine_steps]
+        est_inputs = [video, start, rate_mode, target_kb, fit_steps, refine, sample_steps, frames, batch, refine_steps,
+                      size]
         gr.on([demo.load] + [comp.change for comp in est_inputs], estimate, est_inputs, estimate_md,
               api_name="estimate", show_progress="hidden", concurrency_id="light", concurrency_limit=8,
               trigger_mode="always_last")
 
         go.click(make_compress(ui),
                  [video, caption, start, rate_mode, target_kb, fit_steps, refine, seed, sample_steps, frames, batch,
-                  refine_steps, job, job_id],
+                  refine_steps, size, job, job_id],
                  outputs, api_name="encode", concurrency_id="model", concurrency_limit=CONCURRENCY,
                  show_progress="minimal", show_progress_on=[status])
         stop_btn.click(stop, job_id, status, api_name="stop", queue=False)

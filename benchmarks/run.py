@@ -2,16 +2,21 @@
 
     python benchmarks/run.py [--quick] [--out benchmarks/results/latest.json] [--results-md docs/RESULTS.md]
     python benchmarks/run.py --render benchmarks/results/latest.json --results-md docs/RESULTS.md
+    python benchmarks/run.py --only wan_cpu --merge --results-md docs/RESULTS.md   # re-run some, keep the rest
+    python benchmarks/run.py --gpu-check gpu_check.json --results-md docs/RESULTS.md
+
+`--gpu-check FILE` folds the JSON that scripts/gpu_check.py printed on a CUDA machine into the results:
+it is copied to benchmarks/results/gpu_check.json (which the web app's cost model reads instead of the
+published-architecture estimate) and rendered as the "GPU check" section of RESULTS.md.
 
 Benchmarks (each module's `run()`; a failing one is recorded with its error and the others still run):
 entropy coding (bench_entropy), fit-step overhead of the adapter (bench_fit), decode time (bench_decode),
 the refinement track (bench_refine), the tiny VAE's latent statistics (calibrate_tiny), `compare`:
 the example clip encoded with the default backbone here, then compared with x264 / x265 / SVT-AV1 at the
 code's size and around it (lora_codec.evaluation), and the trained `small` backbone's quality on its
-evaluation clips (bench_small).
+evaluation clips (bench_small), and `wan_cpu`: the real Wan path's CLI round trip on this CPU with
+random full-size weights (bench_wan_cpu).
 
-`--only NAME[,NAME]` re-runs those benchmarks and, when `--out` exists, keeps the others from it (the
-re-run is listed with its own date, machine load and commit).
 
 The JSON records the command, the date, the machine (CPU, cores, GPU, load average before and after:
 timings are wall-clock and other jobs on the machine slow them down), the git commit, and the
@@ -41,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 EXAMPLE = ROOT / "examples" / "bigbuckbunny_2s.mp4"
+GPU_CHECK = BENCH / "results" / "gpu_check.json"
 TINY_NOTE = ("the tiny backbone is a seeded random model with NO visual knowledge: its reconstructions are not "
              "meaningful, so quality numbers measured with it (PSNR, MS-SSIM of codes) test the plumbing only; "
              "sizes and timings are real")
@@ -103,6 +109,7 @@ BENCHMARKS = {
     "calibrate_tiny": ("calibrate_tiny", lambda m, q: m.run()),
     "compare": (None, lambda m, q: bench_compare(q)),
     "small": ("bench_small", lambda m, q: m.run(quick=q)),
+    "wan_cpu": ("bench_wan_cpu", lambda m, q: m.run()),
 }
 
 
@@ -222,15 +229,13 @@ def markdown(result: dict, json_path: str) -> str:
     ]
     if result.get("operator_note"):
         lines.append(f"- note on this run: {result['operator_note']}")
-    for r in result.get("partial_runs", []):
-        lines.append(f"- re-run later: {', '.join(r['benchmarks'])} by `{r['command']}` on {r['date_utc']}, git "
-                     f"{_cell(r['git'].get('commit'))}, load average before {_cell(r['loadavg_before'])}, after "
-                     f"{_cell(r['loadavg_after'])}" + (f"; {r['operator_note']}" if r.get("operator_note") else ""))
     lines += [""]
     if result["backbone"] == "tiny":
         lines += [f"**Backbone caveat:** {result['note']}.", "",
-                  "Not measured in this run: anything with the real `wan2.1-t2v-1.3b` backbone (it needs a CUDA GPU "
-                  "and its weights; run `python benchmarks/run.py --results-md docs/RESULTS.md` there), and LPIPS / "
+                  "Not measured in this run: anything with the real `wan2.1-t2v-1.3b` weights (they need a CUDA GPU "
+                  "and the download; run `python benchmarks/run.py --results-md docs/RESULTS.md` there; the `wan_cpu` "
+                  "section runs its code path with random full-size weights on this CPU, and the GPU check section "
+                  "says what was measured on a GPU), and LPIPS / "
                   "DISTS (their network weights are not on this machine). Rate-distortion results of the method "
                   "on UVG / HEVC clips come from `python -m lora_codec batch` + `compare` on such a machine.", ""]
     lines += ["Seconds per benchmark: " + ", ".join(f"{k} {v}" for k, v in result["seconds"].items()), ""]
@@ -257,22 +262,14 @@ def markdown(result: dict, json_path: str) -> str:
             lines.append("")
             continue
         lines += _render(res, 3)
+    gpu = None
+    if GPU_CHECK.exists():
+        try:
+            gpu = json.loads(GPU_CHECK.read_text())
+        except ValueError:
+            gpu = None
+    lines += gpu_markdown(gpu)
     return "\n".join(lines).rstrip() + "\n"
-
-
-def merge_into(previous: dict, partial: dict) -> dict:
-    """`previous` with the benchmarks of `partial` replaced, and the partial run recorded."""
-    merged = dict(previous)
-    merged["benchmarks"] = {**previous.get("benchmarks", {}), **partial["benchmarks"]}
-    merged["seconds"] = {**previous.get("seconds", {}), **partial["seconds"]}
-    runs = [r for r in previous.get("partial_runs", []) if not set(r["benchmarks"]) <= set(partial["benchmarks"])]
-    runs.append({"benchmarks": sorted(partial["benchmarks"]), "command": partial["command"],
-                 "date_utc": partial["date_utc"], "git": partial["git"],
-                 "loadavg_before": partial["machine"].get("loadavg_1_5_15"),
-                 "loadavg_after": partial["machine"].get("loadavg_after"),
-                 "operator_note": partial.get("operator_note")})
-    merged["partial_runs"] = runs
-    return merged
 
 
 SMALL_ROWS = (("vae", "the VAE alone (encode + decode: the ceiling)"),
@@ -283,7 +280,10 @@ SMALL_ROWS = (("vae", "the VAE alone (encode + decode: the ceiling)"),
 def small_markdown(res: dict) -> list[str]:
     """The small backbone's quality section: one table per evaluation clip."""
     t = res["training"]
-    lines = [f"Backbone: {res['backbone']}. Trained by `{t['command']}` ({t['threads']} threads): VAE {t['vae_seconds']} s, "
+    run = res.get("run")
+    lines = ([f"Run: `{run['command']}` on {run['date_utc']}, load average before {_cell(run.get('loadavg_before'))}, "
+              f"after {_cell(run.get('loadavg_after'))}.", ""] if run else [])
+    lines += [f"Backbone: {res['backbone']}. Trained by `{t['command']}` ({t['threads']} threads): VAE {t['vae_seconds']} s, "
              f"transformer {t['transformer_seconds']} s, {t['total_seconds']} s in all. Default fit: "
              f"{res['defaults']['stage1_steps']} + {res['defaults']['stage2_steps']} steps x batch "
              f"{res['defaults']['batch']}, rate weight {res['defaults']['rate_lambda']}, theta length "
@@ -312,6 +312,35 @@ def small_markdown(res: dict) -> list[str]:
     return lines
 
 
+GPU_FIT_COLUMNS = ["geometry", "batch", "tokens", "seconds_per_step", "seconds_per_sample", "peak_gpu_gb"]
+
+
+def gpu_markdown(gpu: dict | None) -> list[str]:
+    """The "GPU check" section: the JSON of scripts/gpu_check.py, or a line saying none was measured."""
+    lines = ["## GPU check (Wan2.1-T2V-1.3B, random full-size weights)", ""]
+    if not gpu:
+        return lines + ["No GPU numbers have been measured yet: no GPU was available to this project so far. Run "
+                        "`python scripts/gpu_check.py > gpu_check.json` on a CUDA machine, then "
+                        "`python benchmarks/run.py --gpu-check gpu_check.json --results-md docs/RESULTS.md`. Until "
+                        "then the app's GPU-time figures are the published-architecture estimate (METHOD.md "
+                        "section 7).", ""]
+    lines += [f"- `{gpu.get('script')}` on {gpu.get('device_name')} ({gpu.get('sm_count')} SMs, "
+              f"{gpu.get('gpu_memory_gb')} GB), {gpu.get('date_utc')}; torch {gpu.get('torch')}, diffusers "
+              f"{gpu.get('diffusers')}",
+              f"- weights: {gpu.get('weights')}",
+              f"- structural test: {'passed' if gpu.get('structural_test', {}).get('passed') else 'FAILED'} "
+              f"({_cell(gpu.get('structural_test', {}).get('summary'))})", "",
+              "### fit (seconds per optimiser step and per sample, gradient checkpointing)", ""]
+    lines += _table([{k: r.get(k) for k in GPU_FIT_COLUMNS} for r in gpu.get("fit", [])], GPU_FIT_COLUMNS)
+    lines.append("")
+    for name in ("decode", "refine"):
+        if gpu.get(name):
+            lines += [f"### {name}", ""] + _render(gpu[name], 4)
+    if gpu.get("errors"):
+        lines += ["### errors", ""] + [f"- {k}: `{_cell(v)}`" for k, v in gpu["errors"].items()] + [""]
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
@@ -319,10 +348,44 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="the JSON file to write")
     ap.add_argument("--results-md", default=None, help="also render the results as markdown to this file")
     ap.add_argument("--render", default=None, metavar="JSON", help="only render an existing JSON to --results-md")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --only: keep the other benchmarks' results of the existing --out JSON (each merged "
+                         "result records its own run date and load)")
+    ap.add_argument("--add", default=None, metavar="NAME=JSON",
+                    help="merge the JSON one benchmark script printed when run alone (e.g. "
+                         "wan_cpu=out.json from benchmarks/bench_wan_cpu.py) into --out, as benchmark NAME")
+    ap.add_argument("--gpu-check", default=None, metavar="JSON",
+                    help="fold the JSON printed by scripts/gpu_check.py into the results (copied to "
+                         "benchmarks/results/gpu_check.json, rendered in RESULTS.md)")
     ap.add_argument("--note", default=None,
                     help="a remark about the run kept in the JSON (e.g. other jobs sharing the machine); with "
                          "--render it is added to that JSON")
     args = ap.parse_args(argv)
+    if args.gpu_check:
+        gpu = json.loads(Path(args.gpu_check).read_text())
+        if gpu.get("device_type") != "cuda":
+            print("note: this GPU check did not run on CUDA (a dry run?): folded, but the app ignores it",
+                  file=sys.stderr)
+        GPU_CHECK.parent.mkdir(parents=True, exist_ok=True)
+        if Path(args.gpu_check).resolve() != GPU_CHECK.resolve():
+            GPU_CHECK.write_text(json.dumps(gpu, indent=1) + "\n")
+        if not args.render and not args.only:
+            args.render = args.out
+    if args.add:
+        name, _, file = args.add.partition("=")
+        if name not in BENCHMARKS or not file:
+            ap.error(f"--add NAME=JSON with NAME one of: {', '.join(BENCHMARKS)}")
+        res = _clean(json.loads(Path(file).read_text()))
+        mtime = _dt.datetime.fromtimestamp(Path(file).stat().st_mtime, _dt.timezone.utc)
+        res.setdefault("run", {"date_utc": mtime.isoformat(timespec="seconds"),
+                               "command": f"python benchmarks/{BENCHMARKS[name][0]}.py (run alone)",
+                               "git": _git()})
+        out = Path(args.out)
+        result = json.loads(out.read_text())
+        result["benchmarks"][name] = res
+        result["seconds"][name] = res.get("roundtrip_seconds", res.get("seconds"))
+        out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+        args.render = args.render or args.out
     if args.render:
         path = Path(args.render)
         result = json.loads(path.read_text())
@@ -335,11 +398,18 @@ def main(argv=None) -> int:
         if unknown:
             ap.error(f"unknown benchmark(s): {', '.join(unknown)}")
         result = _clean(run_all(args.quick, only))
+        path = Path(args.out)
+        if args.merge and path.exists():
+            old = json.loads(path.read_text())
+            for name, res in result["benchmarks"].items():
+                res["run"] = {"date_utc": result["date_utc"], "command": result["command"],
+                              "loadavg_before": result["machine"].get("loadavg_1_5_15"),
+                              "loadavg_after": result["machine"].get("loadavg_after"), "git": result["git"]}
+                old["benchmarks"][name] = res
+                old["seconds"][name] = result["seconds"][name]
+            result = old
         if args.note:
             result["operator_note"] = args.note
-        path = Path(args.out)
-        if only and path.exists():
-            result = merge_into(json.loads(path.read_text()), result)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
         print(f"wrote {path}", file=sys.stderr)

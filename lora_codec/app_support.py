@@ -49,13 +49,27 @@ def _env_flag(name: str) -> bool:
 ON_ZEROGPU = _env_flag("SPACES_ZERO_GPU")
 
 
-def gpu(duration: Callable[..., float] | float):
-    """`spaces.GPU(duration=...)` where the `spaces` package is installed (a no-op off ZeroGPU), an
-    identity decorator where it is not. `duration` may be a callable of the decorated function's
-    arguments returning seconds."""
+def import_spaces():
+    """The `spaces` package, or None off a ZeroGPU Space when it is not installed (or refuses to
+    import). On a ZeroGPU Space (SPACES_ZERO_GPU set) a failed import is an error: without the
+    decorator every GPU function would run without a GPU. Raises RuntimeError there."""
     try:
         import spaces  # noqa: F401  (app.py imports it before torch, as ZeroGPU asks)
-    except Exception:  # not installed, or refuses to import in this environment
+    except Exception as exc:
+        if ON_ZEROGPU:
+            raise RuntimeError(
+                f"this is a ZeroGPU Space (SPACES_ZERO_GPU is set) but the `spaces` package cannot be imported "
+                f"({type(exc).__name__}: {exc}); add `spaces` to requirements.txt") from exc
+        return None
+    return spaces
+
+
+def gpu(duration: Callable[..., float] | float):
+    """`spaces.GPU(duration=...)` where the `spaces` package is installed (a no-op off ZeroGPU), an
+    identity decorator where it is not (an error on a ZeroGPU Space: `import_spaces`). `duration` may
+    be a callable of the decorated function's arguments returning seconds."""
+    spaces = import_spaces()
+    if spaces is None:
         return lambda fn: fn
 
     def dur(*args, **kwargs):
@@ -77,10 +91,14 @@ class AppLimits:
     max_caption_bytes: int = 4096
     max_fit_steps: int = int(os.environ.get("LORA_CODEC_APP_MAX_FIT_STEPS", "5000"))
     max_sample_steps: int = 200
-    # one ZeroGPU call may last a few minutes at most; longer fits are split into several calls
-    max_gpu_call_s: int = int(os.environ.get("LORA_CODEC_MAX_GPU_CALL_S", "240"))
-    # fitting time per call; the fit state is saved at the end of each slice
-    slice_s: float = float(os.environ.get("LORA_CODEC_APP_SLICE_S", "150" if ON_ZEROGPU else "60"))
+    # The longest GPU call asked for. ZeroGPU refuses a call longer than the visitor's allowance
+    # ("illegal duration"), which is not documented (public reports: 120-450 s); 120 s is at the low
+    # end, and a refused call is retried shorter (`iter_gpu_call`). Longer fits run as several calls.
+    max_gpu_call_s: int = int(os.environ.get("LORA_CODEC_MAX_GPU_CALL_S", "120"))
+    # the shortest call worth asking for; a visitor refused even that has used up the allowance
+    min_gpu_call_s: int = int(os.environ.get("LORA_CODEC_MIN_GPU_CALL_S", "30"))
+    # fitting time per slice off ZeroGPU (CPU or one's own GPU: no allowance, just progress saves)
+    slice_s: float = float(os.environ.get("LORA_CODEC_APP_SLICE_S", "60"))
 
     def video_limits(self):
         from .video import Limits
@@ -125,6 +143,7 @@ H200_SMS = 132
 # Not in METHOD's arithmetic: VAE encode/decode, the caption, moving weights, ZeroGPU attach.
 # A guess until a real call has been measured (then measured values are used).
 WAN_CALL_ALLOWANCE_S = 30.0
+WAN_CAPTION_ALLOWANCE_S = 5.0  # caption from the job's cache file, or one umt5-xxl forward
 WAN_VAE_DECODE_ALLOWANCE_S = 15.0
 
 
@@ -132,9 +151,10 @@ def wan_forward_flops(tokens: int) -> float:
     return WAN_LINEAR_FLOP_PER_TOKEN * tokens + WAN_BLOCKS * 4.0 * tokens * tokens * WAN_DIM
 
 
-def gpu_fraction() -> float:
-    """Share of a whole H100/H200 this process gets: ZeroGPU's slice, or 1."""
-    if ON_ZEROGPU:
+def gpu_fraction(zerogpu: bool | None = None) -> float:
+    """Share of a whole H100/H200 this process gets: ZeroGPU's slice, or 1 (`zerogpu` overrides
+    whether this is a ZeroGPU Space)."""
+    if ON_ZEROGPU if zerogpu is None else zerogpu:
         try:
             sms = int(os.environ.get("ZEROGPU_CUDA_MULTI_PROCESSOR_COUNT", "60"))
         except ValueError:
@@ -195,10 +215,13 @@ class CostModel:
         self.source = "measured"
 
 
-def wan_cost_model(ref_tokens: int, ref_pixels: int) -> CostModel:
-    rate = SUSTAINED_FLOPS * gpu_fraction()
+def wan_cost_model(ref_tokens: int, ref_pixels: int, *, zerogpu: bool | None = None) -> CostModel:
+    """The published-architecture ESTIMATE of Wan's GPU times (METHOD.md section 7) at a reference
+    geometry of `ref_tokens` tokens and `ref_pixels` pixels, on a whole GPU or a ZeroGPU slice."""
+    zerogpu = ON_ZEROGPU if zerogpu is None else zerogpu
+    rate = SUSTAINED_FLOPS * gpu_fraction(zerogpu)
     fwd = wan_forward_flops(ref_tokens) / rate
-    where = "a ZeroGPU H200 slice (60/132 SMs)" if ON_ZEROGPU else "one H100/H200-class GPU"
+    where = "a ZeroGPU H200 slice (60/132 SMs)" if zerogpu else "one H100/H200-class GPU"
     return CostModel(
         device="cuda", source="estimate", ref_tokens=ref_tokens, ref_pixels=ref_pixels,
         fit_sample_s=FIT_SAMPLE_FORWARDS * fwd, sample_step_s=fwd, setup_s=WAN_CALL_ALLOWANCE_S,
@@ -207,6 +230,92 @@ def wan_cost_model(ref_tokens: int, ref_pixels: int) -> CostModel:
               f"{SUSTAINED_FLOPS / 1e12:.0f} TFLOP/s sustained bf16 on {where}, plus a guessed "
               f"{WAN_CALL_ALLOWANCE_S:.0f} s per call for the VAE, the caption and moving weights"),
     )
+
+
+GPU_RESULTS_PATH = Path(os.environ.get("LORA_CODEC_GPU_RESULTS") or
+                        (Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gpu_check.json"))
+
+
+def wan_tokens(frames: int, height: int, width: int) -> int:
+    """Wan2.1 transformer tokens of a clip: latent frames (4x temporal) x 16-px patches."""
+    return ((int(frames) - 1) // 4 + 1) * (int(height) // 16) * (int(width) // 16)
+
+
+class WanShape:
+    """Wan2.1's latent shape and patch size without loading it (what `video_tokens` and
+    `plan_encode` read from a backbone), for estimates where the model is not loaded."""
+
+    transformer = type("T", (), {"config": type("C", (), {"patch_size": (1, 2, 2)})})
+
+    @staticmethod
+    def latent_shape(g) -> tuple[int, int, int, int]:
+        return (16, (g.frames - 1) // 4 + 1, g.height // 8, g.width // 8)
+
+
+def space_plans(max_call_s: float | None = None) -> list[tuple[tuple[int, int], Plan]]:
+    """What a visitor's default compress costs on the ZeroGPU Space at each Wan size preset, by the
+    published-architecture ESTIMATE for a ZeroGPU slice (the README's Space section quotes it):
+    (size, Plan) per preset; `Plan.calls` counts the fit calls and the finish call."""
+    from .backbones import Geometry
+
+    d = AppDefaults(frames=33, fit_steps=300, batch=1, rate_lambda=BALANCED_LAMBDA, sample_steps=50)
+    costs = wan_cost_model(wan_tokens(33, 480, 832), 33 * 480 * 832, zerogpu=True)
+    cap = LIMITS.max_gpu_call_s if max_call_s is None else max_call_s
+    return [((w, h), plan_encode(costs, WanShape, Geometry(d.frames, h, w), fit_steps=d.fit_steps, batch=d.batch,
+                                 sample_steps=d.sample_steps, max_call_s=cap))
+            for w, h in SIZE_PRESETS["wan2.1-t2v-1.3b"]]
+
+
+def load_gpu_results(path: str | os.PathLike | None = None) -> dict | None:
+    """The JSON `scripts/gpu_check.py` printed (the measured Wan numbers on a GPU), or None when there
+    is none (or it holds no fit measurement, e.g. a CPU dry run)."""
+    p = Path(path) if path else GPU_RESULTS_PATH
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("device_type") != "cuda" or not data.get("fit"):
+        return None
+    return data
+
+
+def wan_cost_model_measured(results: dict) -> CostModel:
+    """The Wan cost model from a GPU check (`load_gpu_results`): the batch-1 fit sample and the
+    sampling step measured at the check's reference geometry, the VAE times and the adapter set-up;
+    scaled by the SM count when this process gets a ZeroGPU slice of another GPU. The caption is not
+    measured there (a random text encoder is not loaded): a fixed allowance covers it."""
+    ref = results["fit"][0]
+    g = ref["geometry"]  # [frames, height, width]
+    tokens = wan_tokens(*g)
+    pixels = g[0] * g[1] * g[2]
+    sms = results.get("sm_count") or H200_SMS
+    here = gpu_fraction() * H200_SMS if ON_ZEROGPU else sms
+    slow = max(1.0, sms / max(1.0, here))
+    per_sample = float(ref["seconds_per_sample"]) * slow
+    dec = results.get("decode") or {}
+    step = float(dec.get("seconds_per_step") or per_sample / FIT_SAMPLE_FORWARDS) * slow
+    setup = (float(results.get("vae_encode_s") or 0.0) + float(results.get("adapter_setup_s") or 0.0)) * slow
+    return CostModel(
+        device="cuda", source="measured", ref_tokens=tokens, ref_pixels=pixels, fit_sample_s=per_sample,
+        sample_step_s=step, setup_s=setup + WAN_CAPTION_ALLOWANCE_S,
+        decode_fixed_s=float(dec.get("vae_decode_s") or WAN_VAE_DECODE_ALLOWANCE_S) * slow, flop_shaped=True,
+        note=(f"measured by scripts/gpu_check.py on {results.get('device_name', 'a GPU')} with random full-size "
+              f"weights ({results.get('date_utc', '')})" + (f", scaled to a ZeroGPU slice ({here:.0f} of {sms} SMs)"
+                                                           if slow > 1 else "")
+              + f", plus a guessed {WAN_CAPTION_ALLOWANCE_S:.0f} s per call for the caption"),
+    )
+
+
+def wan_costs(ref_tokens: int, ref_pixels: int, results_path: str | os.PathLike | None = None) -> CostModel:
+    """The Wan cost model the app starts from: measured by a GPU check when its JSON exists
+    (`GPU_RESULTS_PATH`), else the published-architecture estimate (`wan_cost_model`)."""
+    results = load_gpu_results(results_path)
+    if results is not None:
+        try:
+            return wan_cost_model_measured(results)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            log.warning("ignoring the GPU check results (%s): %s", GPU_RESULTS_PATH, exc)
+    return wan_cost_model(ref_tokens, ref_pixels)
 
 
 class Costs:
@@ -334,13 +443,22 @@ class Plan:
 
 
 def plan_encode(costs: CostModel, backbone, geom, *, fit_steps: int, batch: int, sample_steps: int,
-                finetune_steps: int = 0, refine_steps: int = 0, slice_s: float | None = None) -> Plan:
+                finetune_steps: int = 0, refine_steps: int = 0, slice_s: float | None = None,
+                max_call_s: float | None = None) -> Plan:
+    """What an encode costs by the cost model: fit calls of `slice_s` fitting seconds each (default:
+    what a ZeroGPU call of `max_call_s` leaves after set-up and the save margin; off ZeroGPU the
+    configured slice), plus one call to finish (quantise, refinement track, decode). `calls` counts
+    both."""
     tokens = video_tokens(backbone, geom)
     pixels = geom.frames * geom.height * geom.width
     per_step = costs.fit_step(tokens, batch)
     fit = fit_steps * per_step
     setup = costs.setup(pixels)
-    slice_s = slice_s or LIMITS.slice_s
+    if slice_s is None:
+        if ON_ZEROGPU or max_call_s is not None:
+            slice_s = fit_slice_s(LIMITS.max_gpu_call_s if max_call_s is None else max_call_s, setup, per_step)
+        else:
+            slice_s = LIMITS.slice_s
     calls = max(1, math.ceil(fit / max(1.0, slice_s)))
     finish = finetune_steps * per_step + refine_steps * costs.sample_step(tokens)
     dec = costs.decode(tokens, pixels, sample_steps)
@@ -349,9 +467,147 @@ def plan_encode(costs: CostModel, backbone, geom, *, fit_steps: int, batch: int,
                 per_step_s=per_step, tokens=tokens, geometry=(geom.frames, geom.height, geom.width))
 
 
-def call_duration(estimate_s: float) -> float:
+def call_duration(estimate_s: float, max_call_s: float | None = None) -> float:
     """Seconds to ask ZeroGPU for, for a call estimated at `estimate_s`: a margin, within limits."""
-    return float(min(LIMITS.max_gpu_call_s, max(20.0, 1.3 * estimate_s + 10.0)))
+    cap = LIMITS.max_gpu_call_s if max_call_s is None else max_call_s
+    return float(min(cap, max(20.0, 1.3 * estimate_s + 10.0)))
+
+
+# A fit call ends this many seconds before its requested duration, to save the fit state (a few MB of
+# safetensors) before ZeroGPU ends the call.
+SAVE_MARGIN_S = 10.0
+
+
+def fit_slice_s(call_s: float, setup_s: float, step_s: float = 0.0) -> float:
+    """Seconds of fitting that fit in a GPU call of `call_s` seconds whose set-up (session start:
+    VAE encode, caption, adapter) takes `setup_s`: what is left after the set-up, one step (a step
+    in progress is finished) and the save margin. At least 1 s (the call then makes one step)."""
+    return max(1.0, float(call_s) - float(setup_s) - float(step_s) - SAVE_MARGIN_S)
+
+
+def fit_deadline_reached(elapsed_s: float, call_s: float, step_s: float) -> bool:
+    """Inside a fit call: True when another step would risk running past the call's duration.
+    `elapsed_s` counts from the call's start (the GPU function's first line) and `call_s` is the
+    duration the call asked for, passed in its own arguments: a ZeroGPU worker is a forked, reused
+    process, so module state there (cost model, limits) may be stale."""
+    return elapsed_s + 2.0 * step_s + SAVE_MARGIN_S > call_s
+
+
+def plan_call_seconds(costs: "CostModel | None", backbone, geom, batch: int, max_call_s: float) -> tuple[float, float]:
+    """(call_s, fit_s) for the next fit call: a call of at most `max_call_s` (ZeroGPU) or the
+    configured slice (elsewhere), and the fitting seconds inside it."""
+    pixels = geom.frames * geom.height * geom.width
+    setup = costs.setup(pixels) if costs else 30.0
+    step = costs.fit_step(video_tokens(backbone, geom), batch) if costs else 0.0
+    if not ON_ZEROGPU:
+        fit_s = LIMITS.slice_s
+        return call_duration(setup + fit_s, max(float(max_call_s), setup + fit_s + SAVE_MARGIN_S)), fit_s
+    call_s = float(max_call_s)
+    return call_s, fit_slice_s(call_s, setup, step)
+
+
+# ---------------------------------------------------------------------------------------------
+# ZeroGPU refusals. The `spaces` package schedules a GPU call when it starts (spaces/zero/client.py,
+# `schedule`) and, when ZeroGPU says no, raises a gradio error (`spaces.zero.gradio.error`: a
+# `gr.Error` whose `title` names the reason): "ZeroGPU illegal duration" when the requested duration
+# is above the visitor's allowance ("The requested GPU duration (Ns) is larger than the maximum
+# allowed"), "ZeroGPU quota exceeded" when the visitor's (or the Space's) GPU time is used up.
+
+ZEROGPU_ILLEGAL_DURATION = "ZeroGPU illegal duration"
+ZEROGPU_QUOTA_TITLES = ("ZeroGPU quota exceeded", "ZeroGPU pending credits exceeded")
+
+
+def _error_title(exc: BaseException) -> str:
+    return str(getattr(exc, "title", "") or "")
+
+
+def _error_message(exc: BaseException) -> str:
+    return " ".join(str(getattr(exc, "message", None) or exc).split())
+
+
+def is_duration_refusal(exc: BaseException) -> bool:
+    """ZeroGPU refused a call for asking more seconds than the visitor's allowance."""
+    return _error_title(exc) == ZEROGPU_ILLEGAL_DURATION or "larger than the maximum allowed" in _error_message(exc)
+
+
+def is_quota_refusal(exc: BaseException) -> bool:
+    """ZeroGPU refused a call because the visitor's (or the Space's) GPU time is used up."""
+    return _error_title(exc) in ZEROGPU_QUOTA_TITLES
+
+
+class GpuAllowanceError(LimitError):
+    """The visitor's ZeroGPU allowance does not cover another call (used up, or shorter than the
+    shortest useful call)."""
+
+
+def allowance_used_up(exc: BaseException | None = None, *, saved: bool = True) -> GpuAllowanceError:
+    """The message a visitor sees when ZeroGPU gives no more GPU time."""
+    said = f" (ZeroGPU says: {_error_message(exc)})" if exc is not None and _error_message(exc) else ""
+    keep = (" Your fit so far is saved: press *Keep improving* when your allowance has come back, or run the "
+            "fit on your own GPU with `python -m lora_codec encode`." if saved else
+            " Try again later, or run the codec on your own GPU with `python -m lora_codec`.")
+    return GpuAllowanceError(f"Your GPU allowance on this Space is used up for now{said}.{keep}")
+
+
+def shorter_call_s(call_s: float, factor: float = 0.6) -> float | None:
+    """The next, shorter call length to try after a duration refusal, or None below the shortest
+    useful call (`LIMITS.min_gpu_call_s`)."""
+    nxt = math.floor(float(call_s) * factor)
+    return float(nxt) if nxt >= LIMITS.min_gpu_call_s else None
+
+
+def iter_gpu_call(make_call: Callable[[float], Any], call_s: float, *, on_shorter: Callable[[float], None] | None = None):
+    """Run the GPU generator `make_call(call_s)` and yield its items. When ZeroGPU refuses the call
+    for its duration (before it has yielded anything), call `on_shorter(new_call_s)` and try again
+    with a shorter call (`shorter_call_s`); when no shorter call is useful, or ZeroGPU says the quota
+    is used up, raise `GpuAllowanceError` (a plain-words message). Other errors pass through."""
+    while True:
+        started = False
+        try:
+            for item in make_call(call_s):
+                started = True
+                yield item
+            return
+        except Exception as exc:
+            if started:
+                raise
+            if is_quota_refusal(exc):
+                raise allowance_used_up(exc) from None
+            if not is_duration_refusal(exc):
+                raise
+            nxt = shorter_call_s(call_s)
+            log.warning("ZeroGPU refused a %.0f s call (%s); %s", call_s, _error_message(exc),
+                        f"retrying with {nxt:.0f} s" if nxt else "giving up")
+            if nxt is None:
+                raise allowance_used_up(exc) from None
+            call_s = nxt
+            if on_shorter is not None:
+                on_shorter(call_s)
+
+
+def gpu_call(make_call: Callable[[float], Any], call_s: float, *, need_s: float = 0.0,
+             on_shorter: Callable[[float], None] | None = None, saved: bool = True):
+    """`iter_gpu_call` for a GPU function that returns a value (not a generator) and cannot be split:
+    a refused call is retried shorter only while the shorter call still covers `need_s` seconds."""
+    while True:
+        try:
+            return make_call(call_s)
+        except Exception as exc:
+            if is_quota_refusal(exc):
+                raise allowance_used_up(exc, saved=saved) from None
+            if not is_duration_refusal(exc):
+                raise
+            nxt = shorter_call_s(call_s)
+            if nxt is None:
+                raise allowance_used_up(exc, saved=saved) from None
+            if nxt < need_s:
+                raise GpuAllowanceError(
+                    f"this step needs about {fmt_seconds(need_s)} of GPU time in one call, more than ZeroGPU allows "
+                    f"you per call ({_error_message(exc)}); choose a smaller size or fewer frames or sampling steps, "
+                    "or run it on your own GPU with `python -m lora_codec`") from None
+            call_s = nxt
+            if on_shorter is not None:
+                on_shorter(call_s)
 
 
 def fmt_seconds(s: float) -> str:
@@ -497,16 +753,91 @@ def probe(path: str | os.PathLike) -> ClipInfo:
                     frames=info.frames)
 
 
+# Sizes the app offers, (width, height) landscape; a portrait clip gets the transpose. Wan2.1-1.3B was
+# trained at 480p (832x480): smaller sizes cost quality but much less GPU time.
+SIZE_PRESETS = {"wan2.1-t2v-1.3b": [(480, 272), (624, 352), (832, 480)]}
+# The Space's default size: the largest preset whose default fit needs at most this many fit calls.
+DEFAULT_FIT_CALLS = int(os.environ.get("LORA_CODEC_APP_DEFAULT_FIT_CALLS", "2"))
+
+
+def size_presets(backbone) -> list[tuple[int, int]]:
+    """The sizes the app offers for a backbone (its native size when it has no presets), small first."""
+    native = (backbone.native.width, backbone.native.height)
+    if not getattr(backbone, "free_size", False):
+        return [native]
+    sizes = SIZE_PRESETS.get(backbone.name, [native])
+    return [s for s in sizes if s[0] * s[1] <= backbone.pixel_cap] or [native]
+
+
+def oriented(size: tuple[int, int], src_height: int, src_width: int) -> tuple[int, int]:
+    """A landscape (width, height) preset turned to the source's orientation (transposed for portrait)."""
+    w, h = int(size[0]), int(size[1])
+    if src_height > src_width and w > h:
+        return h, w
+    return w, h
+
+
+def default_size(costs: CostModel | None, backbone, sizes, *, frames: int, fit_steps: int, batch: int,
+                 sample_steps: int, max_fit_calls: int = DEFAULT_FIT_CALLS, max_call_s: float | None = None):
+    """The largest of `sizes` whose fit of `fit_steps` steps at `frames` frames needs at most
+    `max_fit_calls` GPU calls of `max_call_s` seconds by the cost model (the smallest when none does;
+    the first without a cost model). Returns ((width, height), Plan or None)."""
+    if costs is None:
+        return sizes[0], None
+    best = None
+    for w, h in sorted(sizes, key=lambda s: s[0] * s[1]):
+        from .backbones import Geometry
+
+        g = Geometry(frames, h, w)
+        p = plan_encode(costs, backbone, g, fit_steps=fit_steps, batch=batch, sample_steps=sample_steps,
+                        max_call_s=max_call_s)
+        if best is None or p.calls - 1 <= max_fit_calls:
+            best = ((w, h), p)
+    return best
+
+
+@dataclasses.dataclass(frozen=True)
+class AppDefaults:
+    """What a visitor's compress uses unless changed: frames, fit budget (steps), batch, rate weight
+    (the 'balanced' preset) and sampling steps stored in the code."""
+
+    frames: int
+    fit_steps: int
+    batch: int
+    rate_lambda: float
+    sample_steps: int
+
+
+BALANCED_LAMBDA = 5e-3
+
+
+def app_defaults(backbone) -> AppDefaults:
+    """The app's defaults for a backbone: the whole native length with the backbone's batch on the CPU
+    ones (tiny: a short plumbing fit; small: its default fit, about a minute on 2 cores); 33 frames at
+    batch 1 on a real model, whose fits run in GPU calls."""
+    d = backbone.defaults
+    if backbone.is_tiny or backbone.is_small:
+        steps = 60 if backbone.is_tiny else d.stage1_steps + d.stage2_steps
+        return AppDefaults(frames=backbone.native.frames, fit_steps=steps, batch=d.batch,
+                           rate_lambda=BALANCED_LAMBDA if backbone.is_tiny else d.rate_lambda,
+                           sample_steps=d.sample_steps)
+    return AppDefaults(frames=min(33, backbone.native.frames), fit_steps=300, batch=1, rate_lambda=BALANCED_LAMBDA,
+                       sample_steps=d.sample_steps)
+
+
 def allowed_frame_counts(backbone) -> list[int]:
     n = backbone.native.frames
     step = backbone.scale_temporal
     return [f for f in range(1 + step, n + 1, step)] or [n]
 
 
-def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_frames: int) -> dict:
+def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_frames: int,
+                 size: tuple[int, int] | None = None) -> dict:
     """Read the clip (app limits), keep at most `max_frames` frames (4k+1, at most the native length)
-    from `start_seconds`, resize + crop it to the coded geometry and store it in the job folder, so
-    that every GPU call of the fit sees exactly the same frames. Returns the clip's record."""
+    from `start_seconds`, resize + crop it to the coded geometry (`size`: a landscape (width, height)
+    preset, turned to the clip's orientation; None = native) and store it in the job folder, so that
+    every GPU call of the fit sees exactly the same frames. Returns the clip's record, whose `size`
+    is the coded (width, height) the encode settings must carry."""
     from .video import fit_to_geometry, read_video, write_video
 
     p = check_upload(path)
@@ -521,7 +852,8 @@ def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_fra
     max_frames = max(1, min(native, max_frames))
     clip = read_video(p, start_seconds=start_seconds, max_frames=max_frames, limits=LIMITS.video_limits())
     notes = list(clip.notes)
-    geom = backbone.coded_geometry(clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2])
+    t, h, w = clip.frames.shape[:3]
+    geom = backbone.coded_geometry(t, h, w, size=oriented(size, h, w) if size else None)
     frames = fit_to_geometry(clip.frames, geom.frames, geom.height, geom.width)
     if geom.frames < clip.frames.shape[0]:
         notes.append(f"kept {geom.frames} of the {clip.frames.shape[0]} frames read (the model codes 4k+1 frames)")
@@ -548,6 +880,7 @@ def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_fra
         "fps": [fps.numerator, fps.denominator],
         "src": [clip.src_width, clip.src_height, clip.src_frames],
         "geometry": [geom.frames, geom.height, geom.width],
+        "size": [geom.width, geom.height],
         "notes": notes,
         "start_seconds": start_seconds,
     }
@@ -648,3 +981,14 @@ def describe_backbone(backbone, load_error: str | None = None) -> str:
     where = "a ZeroGPU H200 slice" if ON_ZEROGPU else f"{backbone.device.type.upper()}"
     return (f"**Serving Wan2.1-T2V-1.3B on {where}.** Codes made here decode with the same weights anywhere "
             "(`python -m lora_codec decode`).")
+
+
+def space_cost_markdown() -> str:
+    """The README's table of what a visitor's default compress costs on the ZeroGPU Space per size
+    preset (`space_plans`: an ESTIMATE until scripts/gpu_check.py has measured a GPU).
+    tests/test_issue11.py checks that the README holds exactly this text."""
+    rows = ["| size | GPU calls (fit + finish) | GPU time | per fit step |", "|---|---|---|---|"]
+    for (w, h), p in space_plans():
+        rows.append(f"| {w}x{h} | {p.calls} ({p.calls - 1} + 1) | ~{fmt_seconds(p.total_s)} | "
+                    f"~{p.per_step_s:.2f} s |")
+    return "\n".join(rows)

@@ -60,6 +60,66 @@ def _strip_private(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
+FINGERPRINT_VERSION = 2
+FINGERPRINT_COMPONENTS = ("transformer", "vae", "text_encoder")
+
+
+def _fingerprint_sample(t: torch.Tensor) -> bytes:
+    """A strided sample of at most 4096 entries of a tensor, rounded to bf16 (so that fp32 and bf16
+    loads of the same weights agree), as bytes."""
+    flat = t.detach().reshape(-1)
+    stride = max(1, flat.numel() // 4096)
+    sample = flat[::stride][:4096].to("cpu", torch.bfloat16).contiguous()
+    return sample.view(torch.int16).numpy().tobytes()
+
+
+def _weights(module) -> list[tuple[str, torch.Tensor]]:
+    """A component's frozen weights (state dict), without adapter tensors and with peft's wrapping
+    of adapted layers undone, so that a fingerprint is the same with or without an adapter attached."""
+    out = []
+    for key, t in sorted(module.state_dict().items()):
+        if "unilora" in key:
+            continue
+        if "base_layer" in key:
+            key = key.replace("base_model.model.", "").replace(".base_layer", "")
+        out.append((key, t))
+    return out
+
+
+def weight_fingerprint(name: str, pipe, *, version: int = FINGERPRINT_VERSION) -> bytes:
+    """8 bytes (SHA-256 prefix) identifying a backbone's weights: `name` and the transformer, VAE and
+    text encoder of `pipe` (modules with `state_dict()`).
+
+    * version 2 (written since issue 11): per component, the tensors in a canonical order that does
+      not depend on their state-dict key names - sorted by (shape, SHA-256 of the bf16 sample) - and
+      each hashed as its shape and sample. A library release that renames keys keeps it.
+    * version 1 (codes written before): key names, shapes and samples in key order. Still computed so
+      that those codes keep decoding while the key names are unchanged.
+
+    Raises ValueError for an unknown version."""
+    h = hashlib.sha256(name.encode())
+    if version == 1:
+        for comp in FINGERPRINT_COMPONENTS:
+            for key, t in _weights(getattr(pipe, comp)):
+                h.update(f"{comp}/{key}:{tuple(t.shape)}".encode())
+                h.update(_fingerprint_sample(t))
+        return h.digest()[:8]
+    if version != 2:
+        raise ValueError(f"unknown fingerprint version {version}")
+    h.update(b"lora_codec fingerprint v2")
+    for comp in FINGERPRINT_COMPONENTS:
+        items = []
+        for _key, t in _weights(getattr(pipe, comp)):
+            sample = _fingerprint_sample(t)
+            items.append((tuple(t.shape), hashlib.sha256(sample).digest()))
+        items.sort()
+        h.update(f"{comp}:{len(items)}".encode())
+        for shape, digest in items:
+            h.update(repr(shape).encode())
+            h.update(digest)
+    return h.digest()[:8]
+
+
 @dataclasses.dataclass(frozen=True)
 class Geometry:
     """A coded clip's shape: frames (4k+1), height and width (multiples of 16)."""
@@ -99,7 +159,16 @@ class Backbone:
     dtype: torch.dtype  # transformer compute dtype
     defaults: FitDefaults
     gradient_checkpointing: bool = False
+    # Geometry rule (a property of the backbone, see `check_geometry`): with `free_size` any size of
+    # multiples of 16 whose pixel count is at most `max_pixels` (default: the native size's) is coded;
+    # without it only the native size and its portrait transpose.
+    free_size: bool = False
+    max_pixels: int | None = None
+    # Keep the text encoder on the CPU and move it to the compute device only to embed a caption
+    # (own GPU with little memory). False: it stays wherever the loader put it (ZeroGPU: on CUDA).
+    offload_text_encoder: bool = True
     _fingerprint: bytes | None = None
+    _fingerprints: tuple | None = None
     _caption_cache: dict = dataclasses.field(default_factory=dict)
 
     # -- components -----------------------------------------------------------------------------
@@ -126,39 +195,55 @@ class Backbone:
     # -- identity -------------------------------------------------------------------------------
     @property
     def fingerprint(self) -> bytes:
-        """8 bytes identifying the weights of all three components (transformer, VAE, text encoder).
-
-        A strided sample of every tensor, rounded to bf16 so that fp32 and bf16 loads of the same
-        weights agree, hashed with SHA-256 in state-dict order together with names and shapes.
-        """
+        """8 bytes identifying the weights of all three components (transformer, VAE, text encoder):
+        version 2 (`FINGERPRINT_VERSION`), independent of state-dict key names. Written into new codes."""
         if self._fingerprint is None:
-            h = hashlib.sha256(self.name.encode())
-            for comp in ("transformer", "vae", "text_encoder"):
-                module = getattr(self.pipe, comp)
-                for key, t in sorted(module.state_dict().items()):
-                    if "unilora" in key or "base_layer" in key:
-                        key = key.replace("base_model.model.", "").replace(".base_layer", "")
-                        if "unilora" in key:
-                            continue
-                    h.update(f"{comp}/{key}:{tuple(t.shape)}".encode())
-                    flat = t.detach().reshape(-1)
-                    stride = max(1, flat.numel() // 4096)
-                    sample = flat[::stride][:4096].to("cpu", torch.bfloat16).contiguous()
-                    h.update(sample.view(torch.int16).numpy().tobytes())
-            self._fingerprint = h.digest()[:8]
+            self._fingerprint = weight_fingerprint(self.name, self.pipe, version=FINGERPRINT_VERSION)
         return self._fingerprint
 
+    @property
+    def fingerprints(self) -> tuple[bytes, ...]:
+        """Every fingerprint version a code made with these weights may carry (newest first): a decoder
+        accepts a code whose 8 bytes equal any of them (docs/FORMAT.md, "Fingerprint")."""
+        if self._fingerprints is None:
+            self._fingerprints = (self.fingerprint,) + tuple(
+                weight_fingerprint(self.name, self.pipe, version=v) for v in range(FINGERPRINT_VERSION - 1, 0, -1))
+        return self._fingerprints
+
     # -- geometry -------------------------------------------------------------------------------
-    def coded_geometry(self, src_frames: int, src_height: int, src_width: int) -> Geometry:
-        """Frames: the largest 4k+1 not above the source nor the native length. Size: the native size,
-        transposed for portrait sources (aspect kept by resize + centre crop in `video.fit_to_geometry`)."""
+    def coded_geometry(self, src_frames: int, src_height: int, src_width: int,
+                       size: tuple[int, int] | None = None) -> Geometry:
+        """The geometry a source of `src_frames` frames of `src_width` x `src_height` pixels is coded at.
+
+        Frames: the largest 4k+1 not above the source nor the native length. Size (`size` is
+        (width, height) in pixels): `None` -> the native size, transposed for portrait sources;
+        otherwise exactly `size`, checked against this backbone's rule (`check_geometry`). Either
+        way the picture keeps its aspect (resize + centre crop in `video.fit_to_geometry`).
+        Raises BackboneError."""
         if src_frames < 1:
             raise BackboneError("the clip has no frames")
         n = min(src_frames, self.native.frames)
         frames = ((n - 1) // self.scale_temporal) * self.scale_temporal + 1
+        if size is not None:
+            geom = Geometry(frames, int(size[1]), int(size[0]))
+            self.check_geometry(geom)
+            return geom
         if src_height > src_width:
             return Geometry(frames, self.native.width, self.native.height)
         return Geometry(frames, self.native.height, self.native.width)
+
+    @property
+    def pixel_cap(self) -> int:
+        """Most pixels per frame this backbone codes (`max_pixels`, default the native size's)."""
+        return int(self.max_pixels or self.native.height * self.native.width)
+
+    def size_rule(self) -> str:
+        """The size rule in words (for errors and help texts)."""
+        mult = self.scale_spatial * 2
+        if self.free_size:
+            return (f"width and height multiples of {mult}, at most {self.pixel_cap:,} pixels per frame "
+                    f"(e.g. {self.native.width}x{self.native.height}), landscape or portrait")
+        return (f"{self.native.width}x{self.native.height} or {self.native.height}x{self.native.width}")
 
     def latent_shape(self, geom: Geometry) -> tuple[int, int, int, int]:
         z = int(self.vae.config.z_dim)
@@ -171,19 +256,26 @@ class Backbone:
 
     def check_geometry(self, geom: Geometry) -> None:
         """Refuse a geometry this backbone does not code (before any allocation): frames 4k+1 up to the
-        native length, and the native size or its portrait transpose."""
+        native length; sizes multiples of 16 (VAE 8x, then patch 2x); with `free_size` any such size
+        within `pixel_cap` pixels per frame (landscape or portrait), else the native size or its
+        portrait transpose. Raises BackboneError."""
         mult = self.scale_spatial * 2  # VAE 8x then patch 2x
         if geom.frames < 1 or (geom.frames - 1) % self.scale_temporal:
             raise BackboneError(f"frames must be 4k+1, got {geom.frames}")
         if geom.frames > self.native.frames:
             raise BackboneError(f"{geom.frames} frames is more than the {self.name} backbone codes ({self.native.frames})")
         if geom.height % mult or geom.width % mult or geom.height < mult or geom.width < mult:
-            raise BackboneError(f"height and width must be positive multiples of {mult}, got {geom.height}x{geom.width}")
+            raise BackboneError(f"width and height must be positive multiples of {mult}, got {geom.width}x{geom.height}")
+        if self.free_size:
+            if geom.height * geom.width > self.pixel_cap:
+                raise BackboneError(
+                    f"{geom.width}x{geom.height} is {geom.height * geom.width:,} pixels per frame; the {self.name} "
+                    f"backbone codes at most {self.pixel_cap:,} ({self.size_rule()})")
+            return
         sizes = {(self.native.height, self.native.width), (self.native.width, self.native.height)}
         if (geom.height, geom.width) not in sizes:
             raise BackboneError(
-                f"{geom.width}x{geom.height} is not a size the {self.name} backbone codes "
-                f"({self.native.width}x{self.native.height} or {self.native.height}x{self.native.width})")
+                f"{geom.width}x{geom.height} is not a size the {self.name} backbone codes ({self.size_rule()})")
 
     # -- latents ----------------------------------------------------------------------------------
     def _latent_stats(self, device, dtype):
@@ -218,16 +310,32 @@ class Backbone:
 
     # -- caption ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def embed_caption(self, caption: str) -> torch.Tensor:
-        """Caption -> text embedding [1, L, text_dim] on the compute device (the pipeline's own prompt
-        processing). The text encoder is moved to the compute device only for this call (the real one
-        is ~11 GB in bf16) and cached per caption."""
+    def embed_caption(self, caption: str, cache_file: str | os.PathLike | None = None) -> torch.Tensor:
+        """Caption -> text embedding [1, L, text_dim] (L = `max_sequence_length`, the transformer's
+        dtype) on the compute device, by the pipeline's own prompt processing.
+
+        Cached per caption in memory, and in `cache_file` (safetensors, tied to the caption and this
+        backbone's fingerprint) when given: a job's later GPU calls load it instead of running the
+        text encoder. With `offload_text_encoder` the text encoder (the real one is about 11 GB in
+        bf16) is moved to the compute device only for this call."""
         if caption in self._caption_cache:
             return self._caption_cache[caption]
+        tag = hashlib.sha256(self.fingerprint + caption.encode("utf-8")).hexdigest()[:32]
+        if cache_file is not None and Path(cache_file).is_file():
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(cache_file), framework="pt") as f:
+                    if (f.metadata() or {}).get("caption_tag") == tag:
+                        emb = f.get_tensor("embedding").to(self.device, self.dtype)
+                        self._remember_caption(caption, emb)
+                        return emb
+            except Exception as exc:  # a damaged cache file: embed again (and rewrite it)
+                log.warning("ignoring the caption cache %s (%s)", cache_file, exc)
         te = self.pipe.text_encoder
         home = next(te.parameters()).device
         moved = False
-        if self.device.type == "cuda" and home.type != "cuda":
+        if self.offload_text_encoder and self.device.type == "cuda" and home.type != "cuda":
             te.to(self.device)
             moved = True
         try:
@@ -242,10 +350,19 @@ class Backbone:
                 te.to(home)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+        if cache_file is not None:
+            from safetensors.torch import save_file
+
+            tmp = Path(str(cache_file) + ".tmp")
+            save_file({"embedding": emb.detach().cpu().contiguous()}, str(tmp), metadata={"caption_tag": tag})
+            os.replace(tmp, cache_file)
+        self._remember_caption(caption, emb)
+        return emb
+
+    def _remember_caption(self, caption: str, emb: torch.Tensor) -> None:
         if len(self._caption_cache) > 8:
             self._caption_cache.clear()
         self._caption_cache[caption] = emb
-        return emb
 
     @property
     def is_small(self) -> bool:
@@ -374,6 +491,7 @@ def build_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.fl
         max_sequence_length=cfg["max_sequence_length"],
         device=device,
         dtype=dtype,
+        free_size=True,  # any multiple-of-16 size up to the native 112x64's pixel count
         defaults=FitDefaults(
             stage1_steps=150,
             stage2_steps=100,
@@ -541,17 +659,65 @@ def wan_transformer_on_meta():
         return WanTransformer3DModel(**cfg)
 
 
-def load_wan(source: str | None = None, device: str | torch.device | None = None) -> Backbone:
-    """Load the real backbone with diffusers `from_pretrained` (hub id or a local directory).
+def on_zerogpu() -> bool:
+    """True on a ZeroGPU Space (the `spaces` package's own test: SPACES_ZERO_GPU=1/t/true)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
 
-    Fails at once, with a message that says what is missing, when the weights are not available
-    (offline, or not downloaded). Transformer bf16 on the compute device with gradient checkpointing
-    available; VAE float32; text encoder bf16 kept on the CPU except while embedding a caption.
-    """
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
+CPU_MMAP_THRESHOLD = 1 << 20
+
+
+def limit_cpu_heap(threshold: int = CPU_MMAP_THRESHOLD) -> bool:
+    """Serve allocations of `threshold` bytes or more with mmap, so that freed tensors go back to the
+    operating system at once: the same as starting the process with MALLOC_MMAP_THRESHOLD_=threshold
+    (glibc's `mallopt(M_MMAP_THRESHOLD)`, which also stops glibc raising the threshold as large
+    blocks are freed; that raising is what lets the heap keep gigabytes a CPU fit no longer uses).
+    Takes effect for later allocations; a no-op (False) where the C library is not glibc or the
+    environment already sets MALLOC_MMAP_THRESHOLD_."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
+def _module_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def load_wan(source: str | None = None, device: str | torch.device | None = None) -> Backbone:
+    """Load the real backbone with diffusers / transformers `from_pretrained` (hub id, or a local
+    directory in the hub layout: `LORA_CODEC_WAN_PATH`).
+
+    Placement: transformer bf16 on the compute device (float32 on a CPU) with gradient checkpointing
+    available; VAE float32; text encoder bf16 -
+    * on a ZeroGPU Space the whole pipeline is moved to CUDA here, at import, as ZeroGPU expects (it
+      stages the weights once; GPU calls then move nothing);
+    * on one's own GPU the text encoder stays on it when it takes at most a quarter of the GPU's
+      memory, else it is kept on the CPU and moved only to embed a caption
+      (LORA_CODEC_OFFLOAD_TEXT_ENCODER=1/0 forces either);
+    * on a CPU a warning says what it costs, and `limit_cpu_heap` stops glibc from holding freed memory.
+
+    Raises BackboneError, saying what is missing, when the weights cannot be loaded (offline, or not
+    downloaded)."""
     ref = wan_reference_config()
     source = source or os.environ.get("LORA_CODEC_WAN_PATH") or ref["hub_id"]
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    zerogpu = on_zerogpu()
+    device = torch.device(device or ("cuda" if (zerogpu or torch.cuda.is_available()) else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if device.type == "cpu":
+        heap = limit_cpu_heap()
+        log.warning(
+            "running %s on the CPU: every fit step and sampling step runs the 1.3B-parameter transformer in "
+            "float32 - expect minutes per step at 832x480 and over 10 GB of memory (measured runs: "
+            "docs/RESULTS.md); code a smaller size (--size) or use a CUDA GPU%s", WAN_NAME,
+            "" if heap else "; start the process with MALLOC_MMAP_THRESHOLD_=1048576 to keep glibc from "
+            "holding freed memory")
     try:
         from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
@@ -559,9 +725,9 @@ def load_wan(source: str | None = None, device: str | torch.device | None = None
         local_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         kw: dict[str, Any] = {"local_files_only": local_only} if not Path(source).is_dir() else {}
         tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
-        text_encoder = UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=torch.bfloat16, **kw)
-        vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32, **kw)
-        transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype, **kw)
+        text_encoder = UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder", dtype=torch.bfloat16, **kw)
+        vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", dtype=torch.float32, **kw)
+        transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", dtype=dtype, **kw)
     except (OSError, ValueError, ImportError) as exc:  # hub errors subclass OSError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BackboneError(
@@ -574,6 +740,18 @@ def load_wan(source: str | None = None, device: str | torch.device | None = None
         m.eval().requires_grad_(False)
     transformer.to(device)
     vae.to(device)
+    offload = True
+    if device.type == "cuda":
+        forced = os.environ.get("LORA_CODEC_OFFLOAD_TEXT_ENCODER", "").strip().lower()
+        if zerogpu:
+            offload = False
+        elif forced in ("0", "1", "false", "true", "no", "yes"):
+            offload = forced in ("1", "true", "yes")
+        else:
+            total = torch.cuda.get_device_properties(device).total_memory
+            offload = _module_bytes(text_encoder) > total // 4
+        if not offload:
+            text_encoder.to(device)
     pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer)
     native = ref["video"]["native_size"]  # [width, height]
     return Backbone(
@@ -585,6 +763,10 @@ def load_wan(source: str | None = None, device: str | torch.device | None = None
         dtype=dtype,
         defaults=dataclasses.replace(WAN_DEFAULTS),
         gradient_checkpointing=True,
+        # any multiple-of-16 size up to 832x480's pixel count (trained at 480p: smaller costs quality)
+        free_size=True,
+        max_pixels=int(native[0]) * int(native[1]),
+        offload_text_encoder=offload,
     )
 
 

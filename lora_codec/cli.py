@@ -81,6 +81,21 @@ def _make_parent(path) -> None:
             raise LoraCodecError(f"cannot create the folder {parent} ({e.strerror or e})") from None
 
 
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """`--size WxH` -> (width, height) in pixels; None for None / 'native'. LoraCodecError when malformed
+    (whether the backbone codes that size is checked when the clip is read)."""
+    if text is None or text.strip().lower() in ("", "native"):
+        return None
+    parts = text.strip().lower().split("x")
+    try:
+        w, h = (int(p) for p in parts)
+    except ValueError:
+        raise LoraCodecError(f"--size must look like 480x272 (width x height in pixels), got '{text}'") from None
+    if w < 1 or h < 1 or w > 16384 or h > 16384:
+        raise LoraCodecError(f"--size {text}: width and height must be in 1..16384")
+    return w, h
+
+
 def cmd_encode(args) -> int:
     from . import codec
 
@@ -91,7 +106,7 @@ def cmd_encode(args) -> int:
         model=args.model, caption=args.caption or "", seed=args.seed, fit_steps=args.steps,
         rate_lambda=args.rate_lambda, target_kb=args.target_kb, sample_steps=args.sample_steps,
         noise_mode=args.noise_mode, rank=args.rank, theta_length=args.theta_length, proj_seed=args.proj_seed,
-        batch=args.batch, start_seconds=args.start,
+        batch=args.batch, start_seconds=args.start, size=parse_size(args.size),
         refine_n=args.refine_n, refine_steps=args.refine_steps, refine_select=args.refine_select,
         refine_indexed=args.refine_indexed,
     )
@@ -259,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--proj-seed", type=int, default=0)
     e.add_argument("--batch", type=int, default=None)
     e.add_argument("--start", type=float, default=0.0, help="start time in the clip (seconds)")
+    e.add_argument("--size", default=None, metavar="WxH",
+                   help="coded width x height in pixels (default: the model's native size, 832x480 for Wan, "
+                        "transposed for portrait clips). Wan codes any multiples of 16 up to 832x480's pixel "
+                        "count, e.g. 480x272 or 624x352 (or 272x480 portrait); it was trained at 480p, so "
+                        "smaller sizes cost quality. The picture is resized and centre-cropped, never stretched")
     e.add_argument("--resume", default=None, help="continue a fit from its saved state file")
     e.add_argument("--save-state", default=None, help="where to write the fit state (default OUTPUT.state when stopped)")
     e.add_argument("--stop-after", type=int, default=None, help="stop after this many steps and save the state")

@@ -41,7 +41,9 @@ class EncodeSettings:
 
     fit_steps: total optimiser steps (split between stage 1 and 2 in the backbone's default ratio);
     rate_lambda / target_kb: rate control (one or the other); sample_steps: the decoder's default
-    number of sampling steps stored in the code; seed: the decoder's noise seed and the fit's seed."""
+    number of sampling steps stored in the code; seed: the decoder's noise seed and the fit's seed;
+    size: (width, height) to code at (a backbone with `free_size`: multiples of 16 within its pixel
+    cap; None = native, transposed for portrait sources)."""
 
     model: str = "auto"
     caption: str = ""
@@ -62,6 +64,7 @@ class EncodeSettings:
     lr1: float | None = None
     lr2: float | None = None
     start_seconds: float = 0.0
+    size: tuple[int, int] | None = None  # coded (width, height) in pixels; None = the backbone's native size
     finetune_steps: int | None = None  # fine-tuning after a rate-control step change
     # refinement track (METHOD.md section 5; refine.py): None = no track
     refine_n: int | None = None  # candidates per step, a power of two in 2..65536
@@ -177,7 +180,7 @@ class EncodeSession:
     `session.finish()` -> EncodeResult; always `session.close()` (detaches the adapter)."""
 
     def __init__(self, backbone: Backbone, settings: EncodeSettings, frames: np.ndarray, fps: Fraction,
-                 src: tuple[int, int, int], notes: list[str]):
+                 src: tuple[int, int, int], notes: list[str], caption_cache=None):
         from .video import video_to_tensor
 
         self.backbone = backbone
@@ -194,7 +197,7 @@ class EncodeSession:
         self.guidance = settings.guidance if settings.guidance is not None else backbone.defaults.guidance
         # 3. latents and caption
         self.latents = backbone.encode_video(video_to_tensor(frames))
-        self.text_emb = backbone.embed_caption(settings.caption)
+        self.text_emb = backbone.embed_caption(settings.caption, cache_file=caption_cache)
         # 4. adapter
         self.adapter_config = adapter_config_for(backbone, settings)
         self.fit_config = fit_config_for(backbone, settings)
@@ -220,7 +223,11 @@ class EncodeSession:
 
     # -- 1-2: start from a file ---------------------------------------------------------------
     @classmethod
-    def start(cls, video, settings: EncodeSettings, *, backbone: Backbone | None = None, limits=None) -> "EncodeSession":
+    def start(cls, video, settings: EncodeSettings, *, backbone: Backbone | None = None, limits=None,
+              caption_cache=None) -> "EncodeSession":
+        """Read `video` (a path or `video.Clip`), convert it to the coded geometry (`settings.size`, or
+        the backbone's native size) and prepare the fit. `caption_cache`: a file that keeps the caption
+        embedding across sessions of one job (the web app's GPU calls; `Backbone.embed_caption`)."""
         from .video import Clip, Limits, fit_to_geometry, read_video
 
         backbone = backbone or load_backbone(settings.model)
@@ -234,14 +241,16 @@ class EncodeSession:
         else:
             clip = read_video(video, start_seconds=settings.start_seconds, max_frames=backbone.native.frames,
                               limits=limits or Limits())
-        geom = backbone.coded_geometry(clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2])
+        geom = backbone.coded_geometry(clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2],
+                                       size=settings.size)
         frames = fit_to_geometry(clip.frames, geom.frames, geom.height, geom.width)
         notes = list(clip.notes)
         if geom.frames < clip.frames.shape[0]:
             notes.append(f"coded {geom.frames} of {clip.frames.shape[0]} frames (4k+1, at most {backbone.native.frames})")
         notes.append(f"coded geometry {geom.width}x{geom.height}, {geom.frames} frames at {float(clip.fps):.3g} fps "
                      f"(source {clip.src_width}x{clip.src_height})")
-        return cls(backbone, settings, frames, clip.fps, (clip.src_width, clip.src_height, clip.src_frames), notes)
+        return cls(backbone, settings, frames, clip.fps, (clip.src_width, clip.src_height, clip.src_frames), notes,
+                   caption_cache=caption_cache)
 
     # -- 5: fit ---------------------------------------------------------------------------------
     def fit(self, *, callback: Callable[[FitProgress], None] | None = None, max_steps: int | None = None,
@@ -309,9 +318,7 @@ class EncodeSession:
         return bitstream.write_code(self.make_code(quantise(self.adapter.theta, step), step))
 
     def _set_step(self, step: float) -> None:
-        raw = math.log(math.expm1(step)) if step < 20 else step
-        with torch.no_grad():
-            self.fitter.raw_step.fill_(raw)
+        self.fitter.set_step_size(step)
 
     def hit_target(self, target_bytes: int, *, finetune_steps: int, callback=None, reserve: int = 0) -> float:
         """Rate control: choose the step size whose code lands in [0.9 T, T] bytes, fine-tune theta
@@ -495,7 +502,7 @@ def attach_code_adapter(backbone: Backbone, code: Code) -> Adapter:
     """The decoder's exact adapter for a code: structure from the code, theta_hat = q * s (float32, CPU)."""
     if code.model != backbone.name:
         raise BackboneError(f"this code was made with the '{code.model}' backbone; it cannot be decoded with '{backbone.name}'")
-    if code.fingerprint != backbone.fingerprint:
+    if code.fingerprint not in backbone.fingerprints:  # any fingerprint version (docs/FORMAT.md)
         raise BackboneError(
             f"this code was made with other '{code.model}' weights (fingerprint {code.fingerprint.hex()}, "
             f"loaded {backbone.fingerprint.hex()}); decoding it would give garbage")
@@ -572,7 +579,8 @@ def clip_latents(video, code: Code, *, backbone: Backbone, start_seconds: float 
     else:
         clip = read_video(video, start_seconds=start_seconds, max_frames=backbone.native.frames,
                           limits=limits or Limits())
-    geom = backbone.coded_geometry(clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2])
+    geom = backbone.coded_geometry(clip.frames.shape[0], clip.frames.shape[1], clip.frames.shape[2],
+                                   size=(code.width, code.height) if backbone.free_size else None)
     if clip.frames.shape[0] < code.frames or (geom.height, geom.width) != (code.height, code.width):
         raise refine.RefinementError(
             f"the clip ({clip.frames.shape[0]} frames, coded as {geom.width}x{geom.height}) does not match the code "

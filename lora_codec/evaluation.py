@@ -85,7 +85,8 @@ def coded_reference(video, code, backbone, *, start_seconds: float = 0.0, limits
         clip = read_video(video, start_seconds=start_seconds, max_frames=backbone.native.frames,
                           limits=limits or Limits())
     T, H, W = clip.frames.shape[:3]
-    geom = backbone.coded_geometry(T, H, W)
+    # a backbone that codes free sizes codes this clip at the code's size (the encoder's --size)
+    geom = backbone.coded_geometry(T, H, W, size=(code.width, code.height) if backbone.free_size else None)
     if (geom.height, geom.width) != (code.height, code.width) or T < code.frames:
         raise EvaluationError(
             f"the clip ({W}x{H}, {T} frames, coded as {geom.width}x{geom.height}) cannot be the source of this code "

@@ -5,7 +5,8 @@ quantisation step and a rate term, and an exactly resumable state are specific t
 (METHOD.md section 2).
 
 * Stage 1: AdamW on theta only; loss = MSE(model(x_t, 1000 t), eps - x0), `x_t = (1-t) x0 + t eps`.
-* Stage 2: straight-through rounding of theta with a learned step `s = softplus(raw_s)`, plus a rate
+* Stage 2: straight-through rounding of theta with a learned step `s = softplus(raw_s)`, started from
+  theta's spread (`initial_step`: quantisation noise 1/16 of theta's variance), plus a rate
   proxy `-log2 p(theta/s + u)` under a small learned prior (a 3-component logistic mixture), weighted by
   `lambda * ramp` with `ramp` rising linearly over `ramp_steps`.
 * Noise mode 'random' draws eps per sample (the paper); 'seed' uses the decoder's own initial noise
@@ -46,7 +47,9 @@ class FitConfig:
         batch: samples (timesteps) per step.
         rate_lambda: weight of the rate term (bits per theta entry).
         ramp_steps: the rate weight ramps linearly from 0 over this many stage-2 steps.
-        init_raw_step: initial raw step; s = softplus(raw) (-2 -> 0.127).
+        init_raw_step: None (default): stage 2 starts from a step derived from theta's spread at the
+            stage switch (`initial_step`); a number: a fixed initial raw step, s = softplus(raw)
+            (-2 -> 0.127, the reference code's constant).
         noise_mode: 'random' (paper) or 'seed' (fit the decoder's own starting noise).
         seed: seeds theta's initialisation and the fit's RNG (timesteps and noise).
     """
@@ -59,7 +62,7 @@ class FitConfig:
     batch: int = 1
     rate_lambda: float = 5e-3
     ramp_steps: int = 500
-    init_raw_step: float = -2.0
+    init_raw_step: float | None = None
     noise_mode: str = "random"
     seed: int = 0
 
@@ -114,6 +117,34 @@ class LogisticMixturePrior(torch.nn.Module):
         return -torch.log2(p.clamp_min(1e-9))
 
 
+# Stage 2's first step size (see `initial_step`). The quantisation error of a uniform quantiser with
+# step s is about s^2 / 12 (uniform within a bin); choosing s^2 / 12 = sigma^2 / 16 (a 12 dB
+# signal-to-quantisation-noise ratio) gives s = sqrt(12 / 16) sigma ~ 0.87 sigma, about 2.2 bits per
+# entry for a bell-shaped theta (high-resolution entropy ~ log2(sigma / s) + 2.05) - close to the
+# published operating point (~1.9 bits per entry, METHOD.md section 2) - and, whatever theta's scale,
+# most entries round to non-zero symbols. The reference code's fixed start (softplus(-2) = 0.127) is
+# ~10x theta's initial spread (uniform +-0.02): after a short stage 1 every symbol rounds to 0, the
+# adapter is empty (A = B = 0 in every layer) and the straight-through gradient vanishes, so the fit
+# never leaves the empty code.
+QUANT_NOISE_TO_SIGNAL = 1.0 / 16.0
+FALLBACK_RAW_STEP = -2.0
+
+
+def initial_step(theta: torch.Tensor) -> float:
+    """Stage 2's initial quantisation step for `theta` (any shape, any float dtype): sqrt(12 r) times
+    theta's standard deviation with r = `QUANT_NOISE_TO_SIGNAL` (see the comment above); the reference
+    constant softplus(-2) when theta has no spread. Returns a positive float (same units as theta)."""
+    sigma = float(theta.detach().float().std()) if theta.numel() > 1 else 0.0
+    if not (sigma > 0 and math.isfinite(sigma)):
+        return float(F.softplus(torch.tensor(FALLBACK_RAW_STEP)))
+    return max(1e-8, math.sqrt(12.0 * QUANT_NOISE_TO_SIGNAL) * sigma)
+
+
+def raw_from_step(step: float) -> float:
+    """The raw parameter whose softplus is `step` (> 0)."""
+    return math.log(math.expm1(step)) if step < 20 else step
+
+
 def _digest(*tensors: torch.Tensor) -> str:
     h = hashlib.sha256()
     for t in tensors:
@@ -161,7 +192,10 @@ class Fitter:
         self.data_digest = data_digest or _digest(latents, text_emb.float())
         self.gen = torch.Generator(device="cpu")
         self.gen.manual_seed(config.seed + 1_000_003 * self.rank)
-        self.raw_step = torch.nn.Parameter(torch.tensor(float(config.init_raw_step), device=self.device))
+        raw0 = FALLBACK_RAW_STEP if config.init_raw_step is None else float(config.init_raw_step)
+        self.raw_step = torch.nn.Parameter(torch.tensor(raw0, device=self.device))
+        # whether raw_step holds stage 2's step yet (set at the stage switch, or by `set_step_size`)
+        self.step_initialised = config.init_raw_step is not None
         self.prior = LogisticMixturePrior().to(self.device)
         self.step = 0
         self.elapsed = 0.0
@@ -194,6 +228,8 @@ class Fitter:
         if stage == 1:
             groups = [{"params": [theta], "lr": self.cfg.lr1, "weight_decay": self.cfg.weight_decay}]
         else:
+            if not self.step_initialised:  # the stage switch: start from theta's spread
+                self.set_step_size(initial_step(theta))
             self.adapter.enable_quantiser(self.raw_step)
             theta = self.adapter.theta
             groups = [
@@ -257,7 +293,17 @@ class Fitter:
         return self.last
 
     def current_step_size(self) -> float:
+        """The quantisation step a code written now would use: the learned step in stage 2; before it,
+        the step stage 2 would start from (theta's spread), so an early stop still gives a real code."""
+        if not self.step_initialised:
+            return step_from_raw(raw_from_step(initial_step(self.adapter.theta)))
         return step_from_raw(self.raw_step.detach().cpu())
+
+    def set_step_size(self, step: float) -> None:
+        """Set the quantisation step (> 0) to `step` (stage 2 then learns on from it)."""
+        with torch.no_grad():
+            self.raw_step.fill_(raw_from_step(float(step)))
+        self.step_initialised = True
 
     def symbols(self) -> np.ndarray:
         return quantise(self.adapter.theta, self.current_step_size())
@@ -314,6 +360,7 @@ class Fitter:
             "step": self.step,
             "elapsed": self.elapsed,
             "opt_stage": self._opt_stage if self.optimizer is not None else 0,
+            "step_initialised": bool(self.step_initialised),
             "opt_groups": opt_meta,
             "config": dataclasses.asdict(self.cfg),
             "adapter": dataclasses.asdict(self.adapter.config),
@@ -360,8 +407,15 @@ class Fitter:
                 p.copy_(tensors[f"prior.{name}"])
         self.adapter.set_theta(tensors["theta"])
         self.gen.set_state(tensors["rng"])
+        # states written before the spread rule: a state in stage 2 holds its learned step
+        self.step_initialised = bool(meta.get("step_initialised", self.step > self.cfg.stage1_steps
+                                              or self.cfg.init_raw_step is not None))
         self.optimizer = None
-        if meta.get("opt_stage"):
+        if meta.get("opt_stage") and meta["opt_stage"] != self.stage:
+            # saved exactly at the stage switch (optimiser of stage 1, next step in stage 2): the switch
+            # builds stage 2's optimiser afresh, as an uninterrupted fit does
+            pass
+        elif meta.get("opt_stage"):
             # Rebuild the optimiser of the saved stage, then load its moments and step counts.
             self._ensure_optimizer()
             if self._opt_stage != meta["opt_stage"]:
