@@ -10,7 +10,8 @@ coded geometry (9 frames of 128x80):
 * `unadapted`: the plain model sampled from the same seed, caption and schedule with an all-zero adapter;
 * `default`: the default encode (what `python -m lora_codec encode` does), decoded as a receiver would;
 * `rate_points`: the same fit at other rate weights (a rate-distortion curve);
-* `refine`: a refinement track with N = 256 candidates per step vs the plain ODE on the same schedule;
+* `refine`: a refinement track with N = 256 candidates per step vs the plain ODE on the same schedule, for
+  a fit on random noise (the paper's) and on the decoder's own noise (small's default);
 * `classic`: x264 / x265 / SVT-AV1 (PyAV) at each code's size (`lora_codec.evaluation.compare`).
 
 Timings are wall-clock on this machine (`benchmarks/run.py` records the load average).
@@ -72,10 +73,12 @@ def measure_clip(bb, path: Path, caption: str, quick: bool) -> dict:
         codes.append(r.data)
         names.append(f"lambda {lam:g}")
     if not quick:
-        r = encode(path, EncodeSettings(model=bb.name, caption=caption, refine_n=256), backbone=bb)
-        out["refine"] = {"n": 256, "bytes": len(r.data),
-                         "track": quality(r.frames, decode(r.data, backbone=bb, refine="all").frames),
-                         "plain_ode": quality(r.frames, decode(r.data, backbone=bb, refine="none").frames)}
+        out["refine"] = []
+        for mode in ("random", "seed"):
+            r = encode(path, EncodeSettings(model=bb.name, caption=caption, noise_mode=mode, refine_n=256), backbone=bb)
+            out["refine"].append({"n": 256, "noise_mode": mode, "bytes": len(r.data),
+                                  "track": quality(r.frames, decode(r.data, backbone=bb, refine="all").frames),
+                                  "plain_ode": quality(r.frames, decode(r.data, backbone=bb, refine="none").frames)})
     cmp = compare(path, codes, codecs=("x264", "x265", "av1"), curve="none", backbone=bb, code_names=names,
                   perceptual=False)
     out["classic"] = [{k: row.get(k) for k in ("name", "budget", "bytes", "fits", "psnr_rgb", "ms_ssim")}

@@ -295,10 +295,9 @@ def small_markdown(res: dict) -> list[str]:
             lines.append(f"| {label} | {q.get('bytes', '-')} | {q['psnr_rgb']} | {q['ms_ssim']} |")
         for p in c.get("rate_points", []):
             lines.append(f"| code at rate weight {p['rate_lambda']:g} | {p['bytes']} | {p['psnr_rgb']} | {p['ms_ssim']} |")
-        if c.get("refine"):
-            r = c["refine"]
-            lines.append(f"| code with a refinement track (N = {r['n']}), track replayed | {r['bytes']} | "
-                         f"{r['track']['psnr_rgb']} | {r['track']['ms_ssim']} |")
+        for r in c.get("refine", []):
+            lines.append(f"| fit on {r['noise_mode']} noise + refinement track (N = {r['n']}), track replayed | "
+                         f"{r['bytes']} | {r['track']['psnr_rgb']} | {r['track']['ms_ssim']} |")
             lines.append(f"| the same code, plain ODE (track ignored) | {r['bytes']} | {r['plain_ode']['psnr_rgb']} | "
                          f"{r['plain_ode']['ms_ssim']} |")
         for row in c["classic"]:

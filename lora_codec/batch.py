@@ -583,7 +583,8 @@ def _add_encode_options(b) -> None:
     b.add_argument("--caption", default="", help="caption for clips without their own (list file: PATH<TAB>CAPTION)")
     b.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
     b.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
-    b.add_argument("--noise-mode", choices=["random", "seed"], default="random")
+    b.add_argument("--noise-mode", choices=["random", "seed"], default=None,
+                   help="fit on fresh noise (random, the paper) or the decoder's own noise (seed); default: the backbone's")
     b.add_argument("--rank", type=int, default=None, help="LoRA rank")
     b.add_argument("--theta-length", type=int, default=None)
     b.add_argument("--proj-seed", type=int, default=0)

@@ -267,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--caption", default="", help="caption the model is conditioned on (stored in the code)")
     e.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
     e.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
-    e.add_argument("--noise-mode", choices=["random", "seed"], default="random",
-                   help="fit on random noise (paper) or on the decoder's own seed noise")
+    e.add_argument("--noise-mode", choices=["random", "seed"], default=None,
+                   help="fit on random noise (paper) or on the decoder's own seed noise; default: the backbone's (seed for small)")
     e.add_argument("--rank", type=int, default=None)
     e.add_argument("--theta-length", type=int, default=None)
     e.add_argument("--proj-seed", type=int, default=0)

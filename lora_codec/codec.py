@@ -35,6 +35,13 @@ from .sampling import Velocity, initial_noise, sample_ode, sigma_schedule
 NOISE_MODES = {"random": 0, "seed": 1}
 
 
+# Measured on the small backbone (docs/RESULTS.md, section small): the refinement track's stochastic steps
+# leave the trajectory a 'seed' fit was made for (19.6 dB plain ODE, 16.1-16.6 dB with the track).
+REFINE_SEED_NOTE = ("this fit uses the decoder's own noise (noise mode 'seed'); a refinement track was measured to "
+                    "lower quality for such codes - decode with --refine none, or encode with --noise-mode random "
+                    "to use the track")
+
+
 @dataclasses.dataclass
 class EncodeSettings:
     """Everything a user can set for an encode. `None` means "the backbone's default".
@@ -56,7 +63,7 @@ class EncodeSettings:
     sample_steps: int | None = None
     shift: float | None = None
     guidance: float | None = None
-    noise_mode: str = "random"
+    noise_mode: str | None = None  # 'random' | 'seed'; None = the backbone's default
     rank: int | None = None
     theta_length: int | None = None
     proj_seed: int = 0
@@ -156,7 +163,7 @@ def fit_config_for(backbone: Backbone, s: EncodeSettings) -> FitConfig:
         batch=s.batch if s.batch is not None else d.batch,
         rate_lambda=s.rate_lambda if s.rate_lambda is not None else d.rate_lambda,
         ramp_steps=ramp,
-        noise_mode=s.noise_mode,
+        noise_mode=s.noise_mode or d.noise_mode,
         seed=s.seed,
     )
 
@@ -249,6 +256,8 @@ class EncodeSession:
             notes.append(f"coded {geom.frames} of {clip.frames.shape[0]} frames (4k+1, at most {backbone.native.frames})")
         notes.append(f"coded geometry {geom.width}x{geom.height}, {geom.frames} frames at {float(clip.fps):.3g} fps "
                      f"(source {clip.src_width}x{clip.src_height})")
+        if settings.refine_n is not None and (settings.noise_mode or backbone.defaults.noise_mode) == "seed":
+            notes.append(REFINE_SEED_NOTE)
         return cls(backbone, settings, frames, clip.fps, (clip.src_width, clip.src_height, clip.src_frames), notes,
                    caption_cache=caption_cache)
 
@@ -303,7 +312,7 @@ class EncodeSession:
             src_height=self.src[1],
             src_frames=self.src[2],
             noise_seed=self.settings.seed,
-            noise_mode=NOISE_MODES[self.settings.noise_mode],
+            noise_mode=NOISE_MODES[self.fit_config.noise_mode],
             steps=self.sample_steps,
             shift=self.shift,
             guidance=self.guidance,

@@ -70,8 +70,15 @@ def test_sampler_matches_diffusers_wan_pipeline(small):
 
 
 # -- quality on clips training never saw ------------------------------------------------------------
-# Margins below are set from measured values (docs/RESULTS.md, `python benchmarks/run.py --only small`)
-# with room for the run-to-run spread of a CPU; each assertion says what it measured.
+# Margins below are set from values measured on the held-out film at 9 frames of 128x80 (2-core CPU; the fit
+# is seeded, so a machine gives the same numbers each run): default fit 19.6 dB, the plain model from the
+# same seed 14.4 dB, the VAE's ceiling 20.7 dB, a quarter of the fit steps 17.6 dB, a rate weight ten
+# times lower 19.9 dB with a 1.3x larger code. docs/RESULTS.md has the full table.
+MARGIN_OVER_PLAIN_DB = 3.0
+GAP_TO_VAE_DB = 2.0
+MARGIN_STEPS_DB = 1.0
+MARGIN_RATE_DB = 0.1
+MARGIN_REFINE_DB = 0.5
 
 
 def _quality(frames_ref, data, backbone, **kw) -> float:
@@ -111,12 +118,16 @@ def test_more_fit_steps_are_better(small, film_default, film_psnr):
     assert film_psnr > _quality(short.frames, short.data, small) + MARGIN_STEPS_DB
 
 
-def test_refinement_track_beats_the_plain_ode(small, film_default):
+def test_refinement_track_beats_the_plain_ode(small):
+    """On a code fitted on random noise (the paper's fit, which the track was designed for): measured
+    17.2 dB with the track (N = 256) vs 15.9 dB for the plain ODE on the same schedule. (On a code fitted
+    on the decoder's own noise, small's default, the plain ODE is better: 19.6 vs 16.1 dB; see RESULTS.md.)"""
     from lora_codec.codec import add_refinement
 
-    rec = add_refinement(film_default.data, latents=film_default.latents, n=256, backbone=small)
-    track = _quality(film_default.frames, rec.data, small, refine="all")
-    plain = _quality(film_default.frames, rec.data, small, refine="none")
+    res = encode(EVAL_FILM, EncodeSettings(model=SMALL_NAME, caption=FILM_CAPTION, noise_mode="random"), backbone=small)
+    rec = add_refinement(res.data, latents=res.latents, n=256, backbone=small)
+    track = _quality(res.frames, rec.data, small, refine="all")
+    plain = _quality(res.frames, rec.data, small, refine="none")
     assert track > plain + MARGIN_REFINE_DB, (track, plain)
 
 
