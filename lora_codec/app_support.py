@@ -975,7 +975,8 @@ def describe_backbone(backbone, load_error: str | None = None) -> str:
         return (
             f"**Serving the `small` backbone on the {backbone.device.type.upper()}{why}.** It is a 7 MB model with "
             "Wan's architecture, trained on two CPU cores on a few seconds of *Big Buck Bunny* and four photographs, "
-            "so a clip is coded at 9 frames of 128x80 and comes back recognisable but soft: far below the real "
+            "so a clip is coded at 9 frames of 128x80 and comes back very soft - recognisable for pictures like the "
+            "example, blurred patches of colour for others: far below the real "
             "codec, which needs the **Wan2.1-T2V-1.3B model** (its text encoder alone is about 11 GB in bf16) on a "
             "CUDA GPU. Codes made here decode only with `small`.")
     where = "a ZeroGPU H200 slice" if ON_ZEROGPU else f"{backbone.device.type.upper()}"

@@ -517,7 +517,8 @@ def build_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.fl
 
 SMALL_DESCRIPTION = (
     "small backbone (a 7 MB model with Wan's architecture, trained here on two CPU cores on a few seconds of "
-    "Big Buck Bunny and four photographs: it recognisably reconstructs 9-frame clips at 128x80, far below Wan2.1-1.3B)"
+    "Big Buck Bunny and four photographs; it codes 9 frames of 128x80 and gives back a very soft picture - "
+    "recognisable for scenes like its training material, blurred colour for others; far below Wan2.1-1.3B)"
 )
 SMALL_WEIGHTS = Path(__file__).resolve().parent / "weights" / "small"
 
