@@ -421,7 +421,8 @@ def is_interlaced(stream, first_frame) -> bool:
 class Deinterlacer:
     """ffmpeg's `bwdif` filter (one frame out per frame in, field order from each frame's flags,
     only frames flagged interlaced are touched) in a PyAV filter graph. Output frames keep the
-    input's timestamps; the filter holds one frame back, so call `flush()` at the end."""
+    input's times (`frame.time`, in the filter's own time base); the filter holds one frame back,
+    so call `flush()` at the end."""
 
     def __init__(self, stream, first_frame):
         self.field_order = _FIELD_ORDER.get(int(getattr(stream.codec_context, "field_order", 0) or 0),
@@ -444,7 +445,8 @@ class Deinterlacer:
                 f = self.graph.pull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 return out
-            f.time_base = self.time_base
+            if f.time_base is None:  # bwdif works in field units: its own time base (half the stream's) is kept
+                f.time_base = self.time_base
             out.append(f)
 
     def push(self, frame) -> list:
@@ -1059,17 +1061,24 @@ def check_video_output(path: PathLike, frames: int | None = None) -> OutputKind:
 
 
 def _encoder_options(codec: str, crf: int) -> dict[str, str]:
-    """Encoder options that make the output depend only on the frames: one thread.
+    """Encoder options that make the output bytes depend only on the frames.
 
-    x264 and x265 split work between threads by the machine's CPU count, and the split changes
-    the bitstream (frame threads see fewer reference rows, lookahead decisions differ); with
-    threads=1 the same frames give the same bytes on every run and machine.
+    * libx264 `mbtree=0`: x264's macroblock-tree rate control (its SIMD propagate code) reads
+      memory it never wrote, so with it the same frames gave different H.264 bytes from one process
+      to the next, depending on what the heap held (decoded frames up to 18 levels apart). Measured
+      at 832x480: 3 different files from 3 processes with mbtree, 1 without (same with
+      `rc-lookahead=0` or `no-asm`); tests/test_determinism.py. Cost: mbtree's bit savings at equal
+      crf, a few percent; these files are for viewing, not for the rate comparison.
+    * threads=1: the encoders choose their thread count from the machine's cores and the split
+      changes the bitstream, so one thread gives the same bytes on every machine.
     """
     if codec == "ffv1":
         return {"threads": "1", "level": "3", "slicecrc": "1"}
     options = {"crf": str(crf), "threads": "1"}
     if codec in ("libx264", "libx265"):
         options["preset"] = "medium"
+    if codec == "libx264":
+        options["x264-params"] = "mbtree=0"
     if codec == "libx265":
         options["x265-params"] = "log-level=error:pools=none:frame-threads=1"
     return options
@@ -1125,7 +1134,11 @@ def write_video(
         codec = kind.codec if (codec is None or kind.lossless) else codec
         frames = _pad_for_codec(frames, codec) if kind.pix_fmt.startswith("yuv") else frames
         ext = os.path.splitext(name)[1].lower()
-        container_options = {"movflags": "+faststart"} if ext in (".mp4", ".mov", ".m4v") else {}
+        # bitexact: no random Matroska segment UID, no library version strings, so that the same frames
+        # give the same bytes in every process
+        container_options = {"fflags": "+bitexact"}
+        if ext in (".mp4", ".mov", ".m4v"):
+            container_options["movflags"] = "+faststart"
         _encode(ffmpeg_url(name), frames, rate, codec=codec, options=_encoder_options(codec, crf_i),
                 container_options=container_options, pix_fmt=kind.pix_fmt)
     except (LoraCodecError, OSError) as e:
