@@ -3,11 +3,19 @@
 Everything a user can get wrong (missing file, not a video, audio only, no frames, over a
 limit) raises a one-line `VideoError` / `LimitError`; PyAV and numpy exceptions never escape.
 
+Reading codes the picture a person sees played (docs/INPUTS.md), one small function per rule:
+the stream ffmpeg picks (`choose_video_stream`), the rate ffmpeg reports (`frame_rate`), the
+displayed shape (`displayed_geometry`: sample aspect ratio and rotation), HDR tone-mapped to SDR
+(`colour`), interlaced video de-interlaced (`Deinterlacer`), and true notes (`reader_notes`).
+`probe_video` answers the same questions from one frame. Local paths are opened as `file:` URLs,
+so a ':' in a name is never read as a protocol.
+
 Colour: frames are 8-bit RGB in memory. Reading converts with the colour matrix the stream is
-tagged with (BT.601 when untagged, as FFmpeg does) and its tagged range. Writing converts RGB
-to BT.709 limited-range yuv420p and tags the stream as such, so browsers, FFmpeg and
-`read_video` all decode it the same way (with PyAV < 17, whose YUV -> RGB conversion ignores
-the tags, BT.601 is written and tagged instead).
+tagged with (BT.601 when untagged, as FFmpeg does) and its tagged range. Writing (`write_video`,
+kind by extension: `OUTPUT_KINDS`) converts RGB to BT.709 limited-range yuv420p for H.264 and tags
+the stream as such, so browsers, FFmpeg and `read_video` all decode it the same way (with PyAV <
+17, whose YUV -> RGB conversion ignores the tags, BT.601 is written and tagged instead); FFV1
+`.mkv` keeps RGB losslessly; `.png` holds one frame. Outputs are byte-identical across processes.
 """
 
 from __future__ import annotations
@@ -32,6 +40,14 @@ __all__ = [
     "Limits",
     "read_video",
     "write_video",
+    "probe_video",
+    "VideoInfo",
+    "DisplayGeometry",
+    "displayed_geometry",
+    "is_video_file",
+    "ffmpeg_url",
+    "OUTPUT_KINDS",
+    "check_video_output",
     "coded_geometry",
     "fit_to_geometry",
     "video_to_tensor",
@@ -62,9 +78,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Clip:
     """A decoded clip.
 
-    frames: uint8 [T, H, W, 3] RGB (after rotation metadata is applied).
-    fps: the stream's average frame rate (guessed rate, then 16, when absent).
-    src_width / src_height: size of `frames` (display orientation).
+    frames: uint8 [T, H, W, 3] RGB as displayed (sample aspect ratio, rotation, de-interlacing
+        and HDR -> SDR applied).
+    fps: the frame rate `frame_rate` gives (average rate; the codec's timing for raw streams; guessed
+        rate; 16 when absent).
+    src_width / src_height: size of `frames` (displayed size).
     src_frames: number of frames in `frames`, i.e. what the source offers after
         `start_seconds` / `max_frames` trimming (what `coded_geometry` should be given).
     notes: human-readable notices about conversions and trimming.
