@@ -116,7 +116,8 @@ def check_theta_bound(min_symbol: int, max_symbol: int, step_size: float) -> Non
     """Raise CodeFormatError unless every dequantised value symbol * step_size (float32, as the decoder
     computes it) lies within +-MAX_ABS_THETA."""
     peak = max(abs(int(min_symbol)), abs(int(max_symbol)))
-    value = float(np.float32(peak) * np.float32(step_size))
+    with np.errstate(over="ignore"):  # an overflow to inf is refused below like any other excess
+        value = float(np.float32(peak) * np.float32(step_size))
     if not value <= MAX_ABS_THETA:  # also catches inf/nan
         raise CodeFormatError(
             f"invalid code: its adapter values reach +-{value:.3g} (symbol {peak} x step {step_size:.3g}), "

@@ -34,13 +34,23 @@ def with_crc(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
+def _step_size_offset(valid: bytes) -> int:
+    """Byte offset of the float32 step_size in the binary code `valid` (it follows shift and guidance)."""
+    from .bitstream import read_code
+
+    code = read_code(valid)
+    packed = struct.pack("<fff", code.shift, code.guidance, code.step_size)
+    return valid.index(packed) + 8
+
+
 def hostile_inputs(valid: bytes, count: int, seed: int = 0):
     """`count` hostile variants of `valid`, cycling through the kinds."""
     rng = random.Random(seed)
     body = valid[:-4]
     text = to_text(valid)
     kinds = ("random", "truncate", "bitflip", "crc_ok_mutation", "crc_ok_varint", "text_bad_chars", "text_truncate",
-             "version", "prefix_garbage")
+             "version", "prefix_garbage", "crc_ok_step_size")
+    step_at = _step_size_offset(valid)
     n_trunc = 0
     for i in range(count):
         kind = kinds[i % len(kinds)]
@@ -76,6 +86,11 @@ def hostile_inputs(valid: bytes, count: int, seed: int = 0):
             data = "".join(t)
         elif kind == "text_truncate":
             data = text[: rng.randrange(0, len(text))]
+        elif kind == "crc_ok_step_size":
+            # another float32 step size (huge, tiny, negative, inf, nan): the dequantised adapter
+            # symbol x step must stay within the format's bound or the code is refused
+            step = rng.choice([float("inf"), float("nan"), -1.0, 0.0, 1e-30, 3.4e38, 1e6, 2.0 ** rng.randrange(-20, 40)])
+            data = with_crc(body[:step_at] + struct.pack("<f", step) + body[step_at + 4:])
         elif kind == "version":
             data = with_crc(body[:3] + bytes([rng.choice([0, 2, 3, 99, 255])]) + body[4:])
         else:

@@ -3,11 +3,19 @@
 Everything a user can get wrong (missing file, not a video, audio only, no frames, over a
 limit) raises a one-line `VideoError` / `LimitError`; PyAV and numpy exceptions never escape.
 
+Reading codes the picture a person sees played (docs/INPUTS.md), one small function per rule:
+the stream ffmpeg picks (`choose_video_stream`), the rate ffmpeg reports (`frame_rate`), the
+displayed shape (`displayed_geometry`: sample aspect ratio and rotation), HDR tone-mapped to SDR
+(`colour`), interlaced video de-interlaced (`Deinterlacer`), and true notes (`reader_notes`).
+`probe_video` answers the same questions from one frame. Local paths are opened as `file:` URLs,
+so a ':' in a name is never read as a protocol.
+
 Colour: frames are 8-bit RGB in memory. Reading converts with the colour matrix the stream is
-tagged with (BT.601 when untagged, as FFmpeg does) and its tagged range. Writing converts RGB
-to BT.709 limited-range yuv420p and tags the stream as such, so browsers, FFmpeg and
-`read_video` all decode it the same way (with PyAV < 17, whose YUV -> RGB conversion ignores
-the tags, BT.601 is written and tagged instead).
+tagged with (BT.601 when untagged, as FFmpeg does) and its tagged range. Writing (`write_video`,
+kind by extension: `OUTPUT_KINDS`) converts RGB to BT.709 limited-range yuv420p for H.264 and tags
+the stream as such, so browsers, FFmpeg and `read_video` all decode it the same way (with PyAV <
+17, whose YUV -> RGB conversion ignores the tags, BT.601 is written and tagged instead); FFV1
+`.mkv` keeps RGB losslessly; `.png` holds one frame. Outputs are byte-identical across processes.
 """
 
 from __future__ import annotations
@@ -32,6 +40,14 @@ __all__ = [
     "Limits",
     "read_video",
     "write_video",
+    "probe_video",
+    "VideoInfo",
+    "DisplayGeometry",
+    "displayed_geometry",
+    "is_video_file",
+    "ffmpeg_url",
+    "OUTPUT_KINDS",
+    "check_video_output",
     "coded_geometry",
     "fit_to_geometry",
     "video_to_tensor",
@@ -62,9 +78,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 class Clip:
     """A decoded clip.
 
-    frames: uint8 [T, H, W, 3] RGB (after rotation metadata is applied).
-    fps: the stream's average frame rate (guessed rate, then 16, when absent).
-    src_width / src_height: size of `frames` (display orientation).
+    frames: uint8 [T, H, W, 3] RGB as displayed (sample aspect ratio, rotation, de-interlacing
+        and HDR -> SDR applied).
+    fps: the frame rate `frame_rate` gives (average rate; the codec's timing for raw streams; guessed
+        rate; 16 when absent).
+    src_width / src_height: size of `frames` (displayed size).
     src_frames: number of frames in `frames`, i.e. what the source offers after
         `start_seconds` / `max_frames` trimming (what `coded_geometry` should be given).
     notes: human-readable notices about conversions and trimming.
@@ -421,7 +439,8 @@ def is_interlaced(stream, first_frame) -> bool:
 class Deinterlacer:
     """ffmpeg's `bwdif` filter (one frame out per frame in, field order from each frame's flags,
     only frames flagged interlaced are touched) in a PyAV filter graph. Output frames keep the
-    input's timestamps; the filter holds one frame back, so call `flush()` at the end."""
+    input's times (`frame.time`, in the filter's own time base); the filter holds one frame back,
+    so call `flush()` at the end."""
 
     def __init__(self, stream, first_frame):
         self.field_order = _FIELD_ORDER.get(int(getattr(stream.codec_context, "field_order", 0) or 0),
@@ -444,7 +463,8 @@ class Deinterlacer:
                 f = self.graph.pull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 return out
-            f.time_base = self.time_base
+            if f.time_base is None:  # bwdif works in field units: its own time base (half the stream's) is kept
+                f.time_base = self.time_base
             out.append(f)
 
     def push(self, frame) -> list:
@@ -1059,17 +1079,24 @@ def check_video_output(path: PathLike, frames: int | None = None) -> OutputKind:
 
 
 def _encoder_options(codec: str, crf: int) -> dict[str, str]:
-    """Encoder options that make the output depend only on the frames: one thread.
+    """Encoder options that make the output bytes depend only on the frames.
 
-    x264 and x265 split work between threads by the machine's CPU count, and the split changes
-    the bitstream (frame threads see fewer reference rows, lookahead decisions differ); with
-    threads=1 the same frames give the same bytes on every run and machine.
+    * libx264 `mbtree=0`: x264's macroblock-tree rate control (its SIMD propagate code) reads
+      memory it never wrote, so with it the same frames gave different H.264 bytes from one process
+      to the next, depending on what the heap held (decoded frames up to 18 levels apart). Measured
+      at 832x480: 3 different files from 3 processes with mbtree, 1 without (same with
+      `rc-lookahead=0` or `no-asm`); tests/test_determinism.py. Cost: mbtree's bit savings at equal
+      crf, a few percent; these files are for viewing, not for the rate comparison.
+    * threads=1: the encoders choose their thread count from the machine's cores and the split
+      changes the bitstream, so one thread gives the same bytes on every machine.
     """
     if codec == "ffv1":
         return {"threads": "1", "level": "3", "slicecrc": "1"}
     options = {"crf": str(crf), "threads": "1"}
     if codec in ("libx264", "libx265"):
         options["preset"] = "medium"
+    if codec == "libx264":
+        options["x264-params"] = "mbtree=0"
     if codec == "libx265":
         options["x265-params"] = "log-level=error:pools=none:frame-threads=1"
     return options
@@ -1125,7 +1152,11 @@ def write_video(
         codec = kind.codec if (codec is None or kind.lossless) else codec
         frames = _pad_for_codec(frames, codec) if kind.pix_fmt.startswith("yuv") else frames
         ext = os.path.splitext(name)[1].lower()
-        container_options = {"movflags": "+faststart"} if ext in (".mp4", ".mov", ".m4v") else {}
+        # bitexact: no random Matroska segment UID, no library version strings, so that the same frames
+        # give the same bytes in every process
+        container_options = {"fflags": "+bitexact"}
+        if ext in (".mp4", ".mov", ".m4v"):
+            container_options["movflags"] = "+faststart"
         _encode(ffmpeg_url(name), frames, rate, codec=codec, options=_encoder_options(codec, crf_i),
                 container_options=container_options, pix_fmt=kind.pix_fmt)
     except (LoraCodecError, OSError) as e:

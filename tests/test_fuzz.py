@@ -10,7 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lora_codec.bitstream import load_code_bytes, read_code
+import numpy as np
+
+from lora_codec.bitstream import MAX_ABS_THETA, load_code_bytes, read_code
 from lora_codec.errors import LoraCodecError
 from lora_codec.fuzzing import hostile_inputs, sample_code, with_crc
 
@@ -41,6 +43,7 @@ def test_every_truncation_and_generated_hostile_input():
     assert peak < 32 << 20, peak  # nothing near the 64 MiB cap, let alone a huge allocation
     # truncations, wrong versions and bad text never parse
     assert not any(k in ("truncate", "version", "text_truncate", "prefix_garbage") and o == "parsed" for k, o in counts)
+    assert counts.get(("crc_ok_step_size", "refused")) and counts.get(("crc_ok_step_size", "parsed"))
     for n in range(len(VALID)):
         with pytest.raises(LoraCodecError):
             parse(VALID[:n])
@@ -74,3 +77,4 @@ def test_valid_crc_around_arbitrary_fields(pos, blob):
         assert str(exc)
     else:  # well formed after all: its declared sizes are within the format's limits
         assert code.symbols.size == code.theta_length <= 1 << 24
+        assert np.abs(code.symbols.astype(np.float64)).max() * code.step_size <= MAX_ABS_THETA

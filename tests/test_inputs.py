@@ -180,6 +180,7 @@ def _left_edges(frame):
 def test_interlaced_is_deinterlaced(name, order):
     clip = read_video(DATA / name)
     assert clip.fps == 25
+    assert read_video(DATA / name, start_seconds=0.4).src_frames == clip.src_frames - 10  # times kept
     for frame in clip.frames[1:]:
         edges = _left_edges(frame)
         assert max(edges) - min(edges) <= 2, edges  # straight (was 24/32 alternating row by row)
@@ -242,3 +243,19 @@ def test_colon_in_file_names(tmp_path, monkeypatch):
     write_video("out:1.mp4", clip.frames, Fraction(25))
     assert (tmp_path / "out:1.mp4").is_file() and read_video("out:1.mp4").src_frames == 3
     assert not (tmp_path / "out").exists()
+
+
+def test_app_prepares_a_clip_with_a_colon_and_sar(tmp_path, tiny):
+    """The app's path: prepare_clip reads through the same reader (file: URL, displayed geometry)."""
+    from lora_codec import app_support as S
+
+    src = tmp_path / "take:2.mp4"
+    shutil.copy(DATA / "sar4_3.mp4", src)
+    work = tmp_path / "job"
+    work.mkdir()
+    record = S.prepare_clip(src, work, tiny, start_seconds=0, max_frames=17)
+    assert record["src"][:2] == [320, 180] and record["geometry"] == [17, 64, 112]
+    assert any("4:3" in n for n in record["notes"])
+    frames = np.load(record["clip"])["frames"]
+    _, _, w, h = white_box(frames[0])
+    assert abs(w - 32) <= 1 and abs(h - 32) <= 1
