@@ -94,7 +94,8 @@ def coded_reference(video, code, backbone, *, start_seconds: float = 0.0, limits
     notes = list(clip.notes)
     if (code.src_width, code.src_height) != (W, H):
         raise EvaluationError(
-            f"the clip is {W}x{H} but the code was made from a {code.src_width}x{code.src_height} source")
+            f"the clip ({W}x{H}) cannot be the source of this code: it was made from a "
+            f"{code.src_width}x{code.src_height} source")
     if code.src_frames != T:
         notes.append(f"the code's source had {code.src_frames} frames from its start point, this reading {T}: "
                      "check --start")

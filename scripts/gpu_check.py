@@ -114,8 +114,8 @@ def measure_fit(transformer, device, dtype, geom, batch: int, steps: int, text_e
         step_s = (time.perf_counter() - t0) / steps
     finally:
         transformer.disable_gradient_checkpointing()
-        adapter.detach()
-    return {"geometry": list(geom), "batch": batch, "tokens": ((frames - 1) // 4 + 1) * (h // 16) * (w // 16),
+        transformer = adapter.detach()  # the plain transformer back (peft unloads in place)
+    return transformer, {"geometry": list(geom), "batch": batch, "tokens": ((frames - 1) // 4 + 1) * (h // 16) * (w // 16),
             "seconds_per_step": round(step_s, 4), "seconds_per_sample": round(step_s / batch, 4),
             "peak_gpu_gb": _peak_gb(device), "adapter_setup_s": round(setup_s, 3)}
 
@@ -140,7 +140,7 @@ def measure_decode(transformer, vae, device, dtype, geom, steps: int, text_emb) 
         _sync(device)
         step_s = (time.perf_counter() - t0) / steps
     finally:
-        adapter.detach()
+        transformer = adapter.detach()
     with torch.no_grad():
         video = torch.rand(1, 3, frames, h, w, device=device) * 2 - 1
         _sync(device)
@@ -152,7 +152,7 @@ def measure_decode(transformer, vae, device, dtype, geom, steps: int, text_emb) 
         vae.decode(lat.unsqueeze(0).to(device, z.dtype), return_dict=False)
         _sync(device)
         dec_s = time.perf_counter() - t0
-    return {"geometry": list(geom), "steps": steps, "seconds_per_step": round(step_s, 4),
+    return transformer, {"geometry": list(geom), "steps": steps, "seconds_per_step": round(step_s, 4),
             "vae_encode_s": round(enc_s, 3), "vae_decode_s": round(dec_s, 3), "peak_gpu_gb": _peak_gb(device)}
 
 
@@ -229,7 +229,8 @@ def run(device_name: str = "cuda", dry_run: bool = False) -> dict:
     for geom in plan["geometries"]:
         for b in plan["batches"]:
             try:
-                out["fit"].append(measure_fit(transformer, device, dtype, geom, b, plan["timed_steps"], text_emb))
+                transformer, row = measure_fit(transformer, device, dtype, geom, b, plan["timed_steps"], text_emb)
+                out["fit"].append(row)
             except Exception as exc:  # e.g. out of memory at 81 frames x batch 4: recorded, the rest runs
                 out["errors"][f"fit {geom} x{b}"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                 if device.type == "cuda":
@@ -237,7 +238,8 @@ def run(device_name: str = "cuda", dry_run: bool = False) -> dict:
     if out["fit"]:
         out["adapter_setup_s"] = out["fit"][0]["adapter_setup_s"]
     try:
-        dec = measure_decode(transformer, vae, device, dtype, plan["geometries"][0], plan["sample_steps"], text_emb)
+        transformer, dec = measure_decode(transformer, vae, device, dtype, plan["geometries"][0], plan["sample_steps"],
+                                          text_emb)
         out["decode"] = dec
         out["vae_encode_s"] = dec["vae_encode_s"]
     except Exception as exc:

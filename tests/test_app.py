@@ -31,7 +31,7 @@ def _encode_args(**kw):
     """/encode's parameters in order (its stable API)."""
     args = dict(video=None, caption="a grey rabbit leaves its burrow", start_seconds=0.0, rate_mode=BALANCED,
                 target_kb=1.0, fit_steps=FIT_STEPS, refine_log2=0, seed=0, sample_steps=SAMPLE_STEPS, frames=17,
-                batch=2, refine_steps=0)
+                batch=2, refine_steps=0, size="112x64")
     args.update(kw)
     return args
 

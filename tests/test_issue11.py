@@ -256,3 +256,25 @@ def test_readme_space_costs_come_from_the_cost_model():
     # the default preset completes in a few calls
     plans = dict(S.space_plans())
     assert plans[(480, 272)].calls - 1 <= S.DEFAULT_FIT_CALLS
+
+
+def test_caption_embedding_is_cached_in_the_job_folder(tiny, tmp_path, monkeypatch):
+    """Item 2: the first GPU call of a job embeds the caption and keeps it in the job folder; later
+    calls (fresh worker processes: nothing in memory) load it instead of running the text encoder."""
+    cache = tmp_path / "caption.safetensors"
+    caption = "a caption only this test uses"
+    tiny._caption_cache.pop(caption, None)
+    first = tiny.embed_caption(caption, cache_file=cache)
+    assert cache.is_file()
+    tiny._caption_cache.pop(caption, None)  # as in a new worker process
+
+    def no_text_encoder(*a, **k):
+        raise AssertionError("the text encoder ran again")
+
+    monkeypatch.setattr(tiny.pipe, "_get_t5_prompt_embeds", no_text_encoder)
+    again = tiny.embed_caption(caption, cache_file=cache)
+    assert torch.equal(first.cpu(), again.cpu())
+    # another caption (or other weights) is not served from that file
+    tiny._caption_cache.pop("another caption", None)
+    with pytest.raises(AssertionError, match="ran again"):
+        tiny.embed_caption("another caption", cache_file=cache)
