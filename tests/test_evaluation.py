@@ -141,7 +141,7 @@ def test_benchmark_runner_writes_json_and_markdown(tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
     assert list(result["benchmarks"]) == ["entropy"] and result["quick"] is True
-    assert result["machine"]["cores"] and result["backbone"] in ("tiny", "wan2.1-t2v-1.3b")
+    assert result["machine"]["cores"] and result["backbone"] in ("tiny", "small", "wan2.1-t2v-1.3b")
     text = md.read_text()
     assert "## entropy" in text and "a test run" in text and result["date_utc"] in text
     assert str(result["benchmarks"]["entropy"]["theta"][0]["payload_bits"]) in text
