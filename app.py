@@ -541,6 +541,38 @@ def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2,
     return "\n".join(lines)
 
 
+CLIP_HINT = ("Any video file: mp4, mov, mkv, webm, avi, mpg, m2ts/mts, raw .h264/.hevc streams... "
+             "The server reads its content (the name's extension does not matter).")
+PREVIEW_FRAMES = 81  # a preview the browser cannot play as uploaded: at most this many frames, re-encoded
+
+
+def clip_preview(path, request: gr.Request = None):
+    """What the Preview player shows for an uploaded clip: the file itself when browsers play it
+    (mp4/webm/ogg with a codec they decode, as Gradio checks it), else the first frames re-encoded
+    as H.264 mp4 (m2ts, mkv, mov, raw .h264/.hevc, no extension...). Only a preview: the clip is
+    coded from the uploaded file. A file that is not a video shows nothing here; the estimate
+    above the Compress button says why."""
+    from gradio import processing_utils
+
+    from lora_codec.video import read_video, write_video
+
+    if not path:
+        return None
+    p = Path(path)
+    if p.suffix.lower() in (".mp4", ".webm", ".ogg") and processing_utils.video_is_playable(str(p)):
+        return str(p)
+    try:
+        S.check_upload(p)
+        clip = read_video(p, max_frames=PREVIEW_FRAMES, limits=LIMITS.video_limits())
+    except LoraCodecError:
+        return None
+    wd = S.new_workdir("preview")
+    _track_dir(request, wd)
+    out = wd / "preview.mp4"
+    write_video(out, clip.frames, Fraction(clip.fps).limit_denominator(1 << 20), crf=23)
+    return str(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # Compress
 
@@ -1004,7 +1036,13 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Compress", id="compress"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        video = gr.Video(label="Clip", sources=["upload"], elem_id="clip-in", height=260)
+                        # any file (no type filter: raw .h264/.hevc, m2ts, no extension...); the server probes
+                        # the content. /encode's first parameter stays `video` (a file, as before).
+                        video = gr.File(label="Clip", file_count="single", type="filepath", elem_id="clip-in",
+                                        height=120)
+                        gr.Markdown(CLIP_HINT, elem_id="clip-hint")
+                        clip_view = gr.Video(label="Preview", interactive=False, elem_id="clip-preview",
+                                             height=260)
                         examples_slot = gr.Column()
                         gr.Markdown(EXAMPLE_CREDIT)
                     with gr.Column(scale=1):
@@ -1121,6 +1159,9 @@ def build_demo() -> gr.Blocks:
         gr.on([demo.load] + [comp.change for comp in est_inputs], estimate, est_inputs, estimate_md,
               api_name="estimate", show_progress="hidden", concurrency_id="light", concurrency_limit=8,
               trigger_mode="always_last")
+
+        video.change(clip_preview, video, clip_view, api_visibility="private", show_progress="minimal",
+                     concurrency_id="light", concurrency_limit=8, trigger_mode="always_last")
 
         go.click(make_compress(ui),
                  [video, caption, start, rate_mode, target_kb, fit_steps, refine, seed, sample_steps, frames, batch,

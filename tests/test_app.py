@@ -219,6 +219,63 @@ def test_encode_rejects_a_non_video_cleanly(client, tmp_path):
     assert "not a readable video file" in str(e.value) and "Traceback" not in str(e.value)
 
 
+INPUTS = ROOT / "tests" / "data" / "inputs"
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "notes"])
+def test_encode_and_estimate_reject_a_text_file_cleanly(client, tmp_path, name):
+    """The clip input takes any file (no type filter on the page); the server probes the content."""
+    from gradio_client import handle_file
+
+    bad = tmp_path / name
+    bad.write_text("this is not a video")
+    for call in (lambda: client.predict(**_encode_args(video=handle_file(str(bad))), api_name="/encode"),
+                 lambda: client.predict(handle_file(str(bad)), 0.0, BALANCED, 1.0, 100, 0, 4, 17, 2, 0,
+                                        api_name="/estimate")):
+        with pytest.raises(Exception) as e:
+            call()
+        assert "not a readable video file" in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_encode_api_keeps_video_first_and_probes_any_file(client, tmp_path):
+    """/encode's parameters keep their names and order (`video` first, a file); the estimate reads
+    raw .h264/.hevc streams, m2ts and a file without extension by content."""
+    import shutil
+
+    from gradio_client import handle_file
+
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    names = [p["parameter_name"] for p in api["/encode"]["parameters"]]
+    assert names[:13] == ["video", "caption", "start_seconds", "rate_mode", "target_kb", "fit_steps",
+                          "refine_log2", "seed", "sample_steps", "frames", "batch", "refine_steps", "size"]
+    noext = tmp_path / "clip_without_extension"
+    shutil.copy(INPUTS / "raw_12fps.hevc", noext)
+    for path, source in [(INPUTS / "raw_8fps.h264", "source 320x180, 8 fps"),
+                         (noext, "source 320x180, 12 fps"),
+                         (INPUTS / "camcorder.m2ts", "source 320x180, 25 fps, 2.00 s")]:
+        md = client.predict(handle_file(str(path)), 0.0, BALANCED, 1.0, 100, 0, 4, 17, 2, 0, api_name="/estimate")
+        assert source in md, (path.name, md)
+
+
+def test_clip_preview_plays_in_a_browser(app_module, tmp_path):
+    """The Preview player gets the upload itself when browsers play it, else an H.264 mp4 of its
+    first frames; nothing for a file that is not a video."""
+    from lora_codec.video import probe_video, read_video
+
+    assert app_module.clip_preview(str(EXAMPLE)) == str(EXAMPLE)
+    for name, fps in [("raw_8fps.h264", 8), ("camcorder.m2ts", 25)]:
+        out = Path(app_module.clip_preview(str(INPUTS / name)))
+        assert out.suffix == ".mp4" and out != INPUTS / name
+        info = probe_video(out)
+        assert (info.width, info.height, float(info.fps)) == (320, 180, fps)
+        src = read_video(INPUTS / name, max_frames=app_module.PREVIEW_FRAMES).frames
+        assert read_video(out).frames.shape == src.shape
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not a video")
+    assert app_module.clip_preview(str(bad)) is None
+    assert app_module.clip_preview(None) is None
+
+
 def test_estimate_before_starting(client):
     from gradio_client import handle_file
 

@@ -84,7 +84,7 @@ def test_compress_download_decode_in_a_browser(page, app_url, tmp_path):  # noqa
 
     # upload the example clip (as a user would: through the file input), caption, tiny budget
     page.locator("#clip-in input[type=file]").set_input_files(str(EXAMPLE))
-    page.wait_for_selector("#clip-in video")
+    page.wait_for_selector("#clip-preview video")
     page.locator("#caption textarea").fill("A big grey cartoon rabbit crawls out of his burrow and stretches")
     _set_number(page, "fit-steps", 20)
     page.wait_for_function("document.querySelector('#estimate').innerText.includes('20 steps')")
@@ -138,7 +138,7 @@ def test_a_page_reload_keeps_the_fit(page, app_url):  # noqa: F811
     page.goto(app_url)
     page.wait_for_selector("#compress-btn")
     page.locator("#clip-in input[type=file]").set_input_files(str(EXAMPLE))
-    page.wait_for_selector("#clip-in video")
+    page.wait_for_selector("#clip-preview video")
     _set_number(page, "fit-steps", 10)
     page.wait_for_function("document.querySelector('#estimate').innerText.includes('10 steps')")
     page.click("#compress-btn")
