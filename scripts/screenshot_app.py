@@ -44,7 +44,7 @@ def main() -> None:
         page.goto(url)
         page.wait_for_selector("#compress-btn")
         page.locator("#clip-in input[type=file]").set_input_files(os.path.join(ROOT, "examples", "bigbuckbunny_2s.mp4"))
-        page.wait_for_selector("#clip-in video")
+        page.wait_for_selector("#clip-preview video")
         page.locator("#caption textarea").fill(CAPTION)
         page.wait_for_function("document.querySelector('#estimate').innerText.includes('Estimated')")
         t0 = time.time()
