@@ -7,9 +7,11 @@ bf16); a tokenizer `AutoTokenizer` loads. The CLI then runs `encode -> info -> d
 `LORA_CODEC_WAN_PATH` at a tiny size (1 frame, 64x64: `--size`), each command in its own process,
 so every loading, placement, fingerprint, geometry and dtype step of the real path runs.
 
-Cost on the 2-core CI machine: ~3-4 minutes and ~7 GB of peak memory per command (measured numbers:
-docs/RESULTS.md, from benchmarks/bench_wan_cpu.py, which runs the same round trip). Kept lean: 2 fit
-steps at batch 1, 1 sampling step. Weights are random, so nothing here is about quality."""
+Cost on the 2-core development machine (docs/RESULTS.md, `wan_cpu`, measured by
+benchmarks/bench_wan_cpu.py, which runs the same round trip): about 80 s for the round trip plus 20 s
+for the directory, 6.7 GB peak memory per command that loads the model, 3.7 GB of disk; several times
+longer when other jobs share the cores. Kept lean: 2 fit steps at batch 1, 1 sampling step. Weights
+are random, so nothing here is about quality."""
 
 from __future__ import annotations
 
