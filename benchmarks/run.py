@@ -307,7 +307,7 @@ def small_markdown(res: dict) -> list[str]:
             lines.append(f"| {row['name']} at {row['budget']} bytes{fits} | {row['bytes']} | {_cell(row['psnr_rgb'])} | "
                          f"{_cell(row['ms_ssim'])} |")
         lines += ["", f"Default encode: {c['default']['fit_steps']} fit steps in {c['default']['encode_seconds']} s "
-                  "(fit, quantisation and the decode the encoder does).", ""]
+                  "(reading the clip, the fit, quantisation and entropy coding).", ""]
     return lines
 
 
