@@ -246,9 +246,45 @@ def cmd_info(args) -> int:
     if args.json:
         _print_json(info)
     else:
-        for key, val in info.items():
-            print(f"{key:>20}: {val}")
+        print(format_info(info))
     return 0
+
+
+def format_info(info: dict) -> str:
+    """`describe()`'s dict as a short summary for a person: rounded numbers with units (kB = 1000 bytes),
+    no raw keys and no empty values. `info --json` prints every field instead."""
+    def b(n) -> str:
+        return f"{int(n):,} B"
+
+    seconds = info["frames"] / info["fps"] if info.get("fps") else None
+    parts = [f"header {b(info['header_bytes'])}", f"caption {b(info['caption_bytes'])}",
+             f"prior {b(info['prior_bytes'])}",
+             f"payload {b(info['payload_bytes'])} (ideal {int(round(info['ideal_payload_bits'] / 8)):,} B)"]
+    if info.get("sections_bytes"):
+        parts.append(f"other sections {b(info['sections_bytes'])}")
+    noise = {"seed": "fitted on the decoder's own noise", "random": "fitted on random noise"}.get(
+        str(info.get("noise_mode")), f"noise mode {info.get('noise_mode')}")
+    lines = [
+        f"code:     {info['total_bytes']:,} bytes ({info['total_bytes'] / 1000:.2f} kB)"
+        + (f", {info['kbytes_per_second']:.2f} kB/s" if info.get("kbytes_per_second") is not None else "")
+        + (f", {info['bits_per_pixel']:.3f} bits per pixel" if info.get("bits_per_pixel") is not None else ""),
+        "          " + " + ".join(parts),
+        f"model:    {info['model']} (weights fingerprint {info['fingerprint']})",
+        f"video:    {info['frames']} frames of {info['width']}x{info['height']}"
+        + (f" at {info['fps']:.4g} fps ({seconds:.2f} s)" if seconds else "")
+        + (f", from a {info['src_width']}x{info['src_height']} source" if info.get("src_width") else ""),
+        f"caption:  {info['caption']!r}" if info.get("caption") else "caption:  (none)",
+        f"adapter:  {info['theta_length']:,} values, rank {info['rank']}, {len(info.get('targets') or [])} projections "
+        f"per block, quantisation step {info['step_size']:.4g}",
+        f"decoding: {info['sample_steps']} sampling steps, shift {info['shift']:g}, guidance {info['guidance']:g}, "
+        f"noise seed {info['noise_seed']} ({noise})",
+    ]
+    if info.get("refine_n"):
+        lines.append(f"refinement track: best of {info['refine_n']:,} candidates at each indexed step of a "
+                     f"{info['refine_steps']}-step schedule, {b(info['refine_bytes'])}")
+    else:
+        lines.append("refinement track: none")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
