@@ -461,9 +461,29 @@ TINY_CONFIG = {
 }
 
 
+def _assemble_local(name: str, cfg: dict, transformer, vae, text_encoder, *, device: torch.device,
+                    dtype: torch.dtype, defaults: FitDefaults, shift: float, **fields) -> Backbone:
+    """A CPU-sized backbone (tiny, small) from its three modules: frozen, moved to `device` (transformer in
+    `dtype`), wired into diffusers' `WanPipeline` with the byte tokenizer and the flow-match scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    for m in (transformer, vae, text_encoder):
+        m.eval().requires_grad_(False)
+    if device.type != "cpu" or dtype != torch.float32:  # avoid a no-op cast (diffusers warns on it)
+        transformer.to(device, dtype)
+        vae.to(device)
+        text_encoder.to(device)
+    pipe = WanPipeline(tokenizer=_byte_tokenizer(cfg["max_sequence_length"]), text_encoder=text_encoder, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift),
+                       transformer=transformer)
+    return Backbone(name=name, pipe=pipe, native=Geometry(**cfg["native"]),
+                    max_sequence_length=cfg["max_sequence_length"], device=device, dtype=dtype, defaults=defaults,
+                    **fields)
+
+
 def build_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Backbone:
     """The offline test backbone: Wan-architecture classes, small configs, weights from a fixed seed."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     device = torch.device(device)
@@ -478,22 +498,8 @@ def build_tiny(device: str | torch.device = "cpu", dtype: torch.dtype = torch.fl
         text_encoder = UMT5EncoderModel(UMT5Config(**cfg["text_encoder"]))
     finally:
         torch.random.set_rng_state(rng_state)
-    tokenizer = _byte_tokenizer(cfg["max_sequence_length"])
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
-    for m in (transformer, vae, text_encoder):
-        m.eval().requires_grad_(False)
-    if device.type != "cpu" or dtype != torch.float32:  # avoid a no-op cast (diffusers warns on it)
-        transformer.to(device, dtype)
-        vae.to(device)
-        text_encoder.to(device)
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer)
-    return Backbone(
-        name=TINY_NAME,
-        pipe=pipe,
-        native=Geometry(**cfg["native"]),
-        max_sequence_length=cfg["max_sequence_length"],
-        device=device,
-        dtype=dtype,
+    return _assemble_local(
+        TINY_NAME, cfg, transformer, vae, text_encoder, device=device, dtype=dtype, shift=3.0,
         free_size=True,  # any multiple-of-16 size up to the native 112x64's pixel count
         defaults=FitDefaults(
             stage1_steps=150,
@@ -598,7 +604,7 @@ def build_small(device: str | torch.device = "cpu", dtype: torch.dtype = torch.f
 
     `weights` (or LORA_CODEC_SMALL_PATH) points at another folder of the same files. Raises
     BackboneError when a file is missing or does not match the configuration."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from safetensors.torch import load_file
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -618,24 +624,8 @@ def build_small(device: str | torch.device = "cpu", dtype: torch.dtype = torch.f
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise BackboneError(f"cannot load the small backbone's weights from {folder} ({first}); "
                             "reinstall lora_codec or rebuild them with scripts/train_small.py") from None
-    tokenizer = _byte_tokenizer(cfg["max_sequence_length"])
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=cfg["shift"])
-    for m in (transformer, vae, text_encoder):
-        m.eval().requires_grad_(False)
-    if device.type != "cpu" or dtype != torch.float32:
-        transformer.to(device, dtype)
-        vae.to(device)
-        text_encoder.to(device)
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer)
-    return Backbone(
-        name=SMALL_NAME,
-        pipe=pipe,
-        native=Geometry(**cfg["native"]),
-        max_sequence_length=cfg["max_sequence_length"],
-        device=device,
-        dtype=dtype,
-        defaults=dataclasses.replace(SMALL_DEFAULTS),
-    )
+    return _assemble_local(SMALL_NAME, cfg, transformer, vae, text_encoder, device=device, dtype=dtype,
+                           shift=cfg["shift"], defaults=dataclasses.replace(SMALL_DEFAULTS))
 
 
 # ---------------------------------------------------------------------------------------------
