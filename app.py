@@ -395,15 +395,15 @@ def gpu_finish(job: dict, call_s: float | None = None) -> dict:
     try:
         t0 = time.perf_counter()
         session = _resume_session(job)
+        timer = S.StepTimer()
         try:
-            result = session.finish()
+            # finish() decodes the code it wrote as a receiver would (report['decoded_psnr']): reuse that decode
+            result = session.finish(decode_progress=timer)
         finally:
             session.close()
-        finish_s = time.perf_counter() - t0
-        timer = S.StepTimer()
-        t1 = time.perf_counter()
-        dec = decode(result.data, backbone=BACKBONE, progress=timer)
-        dec_s = time.perf_counter() - t1
+        dec = result.decoded
+        dec_s = float(result.report["measure_seconds"])
+        finish_s = time.perf_counter() - t0 - dec_s
         step_s, fixed_s = timer.split(dec_s)
         return {"code": bytes(result.data), "report": _plain(result.report), "frames": np.ascontiguousarray(dec.frames),
                 "finish_s": finish_s, "decode_s": dec_s, "decode_step_s": step_s, "decode_fixed_s": fixed_s,
@@ -529,10 +529,13 @@ def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2,
         "- then x265 at the same size and the metrics, on the CPU",
     ]
     if WAN:
+        from lora_codec.recipes import paper
+
+        P = paper(D)  # the published recipe (the default recipe is 1/10 of its samples: docs/FIT.md)
         full = S.plan_encode(c, BACKBONE, BACKBONE.coded_geometry(BACKBONE.native.frames, BACKBONE.native.height,
-                             BACKBONE.native.width), fit_steps=D.stage1_steps + D.stage2_steps, batch=D.batch,
+                             BACKBONE.native.width), fit_steps=P.stage1_steps + P.stage2_steps, batch=P.batch,
                              sample_steps=D.sample_steps)
-        lines.append(f"- for scale: the paper's full setting ({D.stage1_steps + D.stage2_steps} steps x batch {D.batch}, "
+        lines.append(f"- for scale: the paper's full setting ({P.stage1_steps + P.stage2_steps} steps x batch {P.batch}, "
                      f"{BACKBONE.native.frames} frames) is ~{S.fmt_seconds(full.total_s)} of GPU time - run it with "
                      "`python -m lora_codec encode` on your own GPU")
     if SIZE_NOTE:
