@@ -398,7 +398,7 @@ def gpu_finish(job: dict, call_s: float | None = None) -> dict:
         timer = S.StepTimer()
         try:
             # finish() decodes the code it wrote as a receiver would (report['decoded_psnr']): reuse that decode
-            result = session.finish(decode_progress=timer)
+            result = session.finish(measure=True, decode_progress=timer)
         finally:
             session.close()
         dec = result.decoded

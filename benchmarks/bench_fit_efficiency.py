@@ -225,7 +225,10 @@ def cmd_run(args) -> None:
                         d = at_samples(d, budget)
                     from lora_codec.recipes import samples as recipe_samples
 
+                    if args.rate_lambda is not None:
+                        d = dataclasses.replace(d, rate_lambda=args.rate_lambda)
                     label = name if args.target_kb is None else f"{name}@{args.target_kb:g}kB"
+                    label += "" if args.rate_lambda is None else f"@lambda{args.rate_lambda:g}"
                     key = run_key(label, clip, seed, recipe_samples(d))
                     if key in done:
                         continue
@@ -353,6 +356,8 @@ DESCRIPTIONS = {
     "v0-batch4": "batch 4 x 300 steps (equal samples)",
     "v0-grid-cosine": "grid timesteps + cosine lr",
     "v0-shifted-cosine": "shifted timesteps + cosine lr",
+    "paper-lr0.002": "the paper recipe at its published lr 2e-3 (= `paper`)",
+    "paper-lr0.006": "the paper recipe at lr 6e-3",
 }
 
 
@@ -402,6 +407,24 @@ def grid_table(summary: dict, columns=(60, 125, 250, 500, 1000, 1200, 10000)) ->
     return "\n".join(rows)
 
 
+def cell_table(summary: dict, doc: dict) -> str:
+    """Markdown: complete-fit PSNR per clip x seed cell (rows: recipe @ samples), and the references."""
+    cells = summary["cells"]
+    head = ["recipe @ samples"] + [f"`{c}`" for c in cells] + ["mean"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in sorted(summary["recipes"].items(), key=lambda kv: (kv[0] != "paper", kv[0] != "default", kv[0])):
+        for f in s["finals"]:
+            vals = [f["psnr_per_cell"][c] for c in cells]
+            rows.append("| " + " | ".join([f"`{name}` @ {f['samples']}"] + [f"{v:.2f}" for v in vals]
+                                          + [f"{f['psnr']:.2f}"]) + " |")
+    refs = doc.get("references", {})
+    for key, label in (("vae", "the VAE's ceiling"), ("unadapted", "unadapted model (same seed)")):
+        if all(c in refs for c in cells):
+            vals = [refs[c][key] for c in cells]
+            rows.append("| " + " | ".join([label] + [f"{v:.2f}" for v in vals] + [f"{sum(vals) / len(vals):.2f}"]) + " |")
+    return "\n".join(rows)
+
+
 def merged(paths) -> dict:
     """Several result files as one (runs concatenated; the first file's entry wins for a repeated run)."""
     doc: dict = {"runs": [], "references": {}, "sources": [str(p) for p in paths]}
@@ -421,6 +444,7 @@ def merged(paths) -> dict:
 def cmd_report(args) -> None:
     doc = merged(args.results)
     if args.screen:
+        doc["runs"] = [r for r in doc["runs"] if r["recipe"] not in (args.hide or [])]
         print(screen_table(doc))
         return
     summary = summarise(doc)
@@ -429,6 +453,8 @@ def cmd_report(args) -> None:
     print(json.dumps(summary, indent=1))
     print()
     print(grid_table(summary))
+    print()
+    print(cell_table(summary, doc))
     if args.plot:
         plot(doc, summary, Path(args.plot))
 
@@ -507,6 +533,8 @@ def main() -> None:
     r.add_argument("--samples", default=None, help="comma list of sample budgets (default: each recipe's own)")
     r.add_argument("--checkpoints", default=None, help="comma list of sample counts to decode at along each fit")
     r.add_argument("--final-only", action="store_true", help="no mid-fit checkpoints")
+    r.add_argument("--rate-lambda", type=float, default=None,
+                   help="another rate weight (the run is labelled RECIPE@lambdaL)")
     r.add_argument("--target-kb", type=float, default=None,
                    help="rate control of the final code to this size (the run is labelled RECIPE@SIZEkB)")
     r.add_argument("--no-references", action="store_true")

@@ -314,6 +314,7 @@ class BatchOptions:
 
 def _settings_key(settings, fit_processes: int) -> dict:
     d = dataclasses.asdict(settings)
+    d.pop("measure", None)  # whether the encoder decodes its code to report quality: not part of the code
     d["fit_processes"] = fit_processes
     return json.loads(json.dumps(d, default=str))  # as JSON would give it back
 
