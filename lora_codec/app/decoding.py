@@ -16,26 +16,27 @@ from . import text as T
 from .gpu import plain
 
 
-def describe_code(code_file, code_text) -> tuple[str, dict, dict | None]:
-    """(markdown, JSON-able info, the track's indexed step count as {"maximum", "value"} for the K
-    control, or None). A code that does not parse is reported in the markdown, not raised (this runs
-    while the user types or pastes)."""
+def describe_code(code_file, code_text) -> tuple[str, dict, dict]:
+    """(markdown, JSON-able info, what the refinement controls should offer for this code:
+    {"track": bool, "count": indexed steps, "steps": sampling steps the track is recorded on}). A code
+    that does not parse is reported in the markdown, not raised (this runs while the user types)."""
+    none = {"track": False, "count": 0, "steps": 0, "valid": False}
     if not code_file and not (code_text or "").strip():
-        return "", {}, None
+        return "", {}, none
     try:
         info = describe(F.read_code_input(code_file, code_text))
     except LoraCodecError as exc:
-        return f"**Not a valid code:** {' '.join(str(exc).split())}", {"error": str(exc)}, None
-    k = None
+        return f"**Not a valid code:** {T.plain(str(exc))}", {"error": str(exc)}, none
+    track = {"track": False, "count": 0, "steps": 0, "valid": True}
     if info.get("refine_indexed"):
         count = info["refine_indexed"][1] - info["refine_indexed"][0]
-        k = {"maximum": max(1, count), "value": min(count, max(1, count // 2))}
-    return T.code_markdown(info), plain(info), k
+        track = {"track": True, "count": int(count), "steps": int(info.get("refine_steps") or 0), "valid": True}
+    return T.code_markdown(info), plain(info), track
 
 
 def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, workdir) -> tuple[str, str, dict]:
-    """Decode a code (file or text) into `workdir`/decoded.mp4; returns (mp4 path, status markdown,
-    the decode report)."""
+    """Decode a code (file or text) into `workdir`/decoded.mp4; returns (mp4 path, status markdown
+    saying which sampling steps and refinement were used, the decode report)."""
     from ..video import write_video
 
     data = F.read_code_input(code_file, code_text)
@@ -50,7 +51,7 @@ def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, wor
         raise LimitError(f"this code's refinement track is recorded on {track_steps} sampling steps: set the steps "
                          f"to 0 (as stored) or {track_steps}, or replay none of the track to use other steps")
     if isinstance(refine, int) and refine > 0 and not info.get("refine_n"):
-        raise LimitError("this code has no refinement track: choose 'all' or 'none'")
+        raise LimitError("this code has no refinement track: there is nothing to replay")
     if isinstance(refine, int) and info.get("refine_indexed"):
         count = info["refine_indexed"][1] - info["refine_indexed"][0]
         if refine > count:

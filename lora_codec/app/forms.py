@@ -4,7 +4,10 @@ code given as a file or as text. Every refusal is a `LimitError` / `LoraCodecErr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+import numpy as np
 
 from .. import app_support as S
 from .. import bitstream
@@ -13,13 +16,27 @@ from ..cli import parse_size
 from ..errors import LimitError, LoraCodecError
 from . import runtime as R
 
-PRESETS = {  # API value -> (label, rate weight lambda; METHOD.md: ~3e-3 .. 15e-3)
-    "small": ("small (λ = 0.015)", 15e-3),
-    "balanced": ("balanced (λ = 0.005)", S.BALANCED_LAMBDA),
-    "detailed": ("detailed (λ = 0.003)", 3e-3),
-}
+# The quality presets, in plain words; "balanced" is this backbone's own default rate weight (lambda,
+# METHOD.md: ~3e-3 .. 15e-3 on Wan), the others a smaller file or more detail around it.
+PRESET_FACTORS = {"small": ("smaller file", 3.0), "balanced": ("balanced", 1.0), "detailed": ("more detail", 0.6)}
+PRESETS = {key: (label, round(R.APP_DEFAULTS.rate_lambda * f, 6)) for key, (label, f) in PRESET_FACTORS.items()}
 RATE_TARGET = "target"
-RATE_CHOICES = [("size target (kB)", RATE_TARGET)] + [(label, key) for key, (label, _l) in PRESETS.items()]
+PRESET_CHOICES = [(label, key) for key, (label, _l) in PRESETS.items()]
+RATE_CHOICES = [("size target (kB)", RATE_TARGET)] + PRESET_CHOICES  # /encode's rate_mode values (+ a number)
+LAMBDA_RANGE = (1e-4, 1.0)
+
+
+def rate_mode_of(size_by: str, preset: str, rate_weight) -> str:
+    """The page's size controls -> /encode's `rate_mode`: "target", a preset's key, or the rate
+    weight itself (a number, from Advanced) when it differs from the preset's."""
+    if size_by == RATE_TARGET:
+        return RATE_TARGET
+    preset = preset if preset in PRESETS else "balanced"
+    try:
+        lam = float(rate_weight)
+    except (TypeError, ValueError):
+        return preset
+    return preset if math.isclose(lam, PRESETS[preset][1], rel_tol=1e-3) else f"{lam:g}"
 
 
 class CodeInputError(LoraCodecError):
@@ -68,6 +85,7 @@ def size_arg(size) -> tuple[int, int] | None:
 
 
 def rate_kwargs(rate_mode: str, target_kb) -> dict:
+    """`rate_mode` ("target", a preset's key, or a rate weight as a number) -> EncodeSettings fields."""
     if rate_mode == RATE_TARGET:
         try:
             t = float(target_kb)
@@ -78,14 +96,95 @@ def rate_kwargs(rate_mode: str, target_kb) -> dict:
         return {"target_kb": t}
     if rate_mode in PRESETS:
         return {"rate_lambda": PRESETS[rate_mode][1]}
-    raise LimitError(f"unknown size setting {rate_mode!r}; choose one of: {RATE_TARGET}, {', '.join(PRESETS)}")
+    try:
+        lam = float(rate_mode)
+    except (TypeError, ValueError):
+        lam = None
+    if lam is not None and math.isfinite(lam):
+        lo, hi = LAMBDA_RANGE
+        if not lo <= lam <= hi:
+            raise LimitError(f"the rate weight must be between {lo:g} and {hi:g}")
+        return {"rate_lambda": lam}
+    raise LimitError(f"unknown size setting {rate_mode!r}; choose a size target or one of the presets: "
+                     f"{', '.join(PRESETS)}")
+
+
+def smallest_code_bytes(settings: dict, geom, fps=(16, 1), src=None) -> int:
+    """The smallest code these settings can make for a clip of geometry `geom`: the header, the
+    caption, the prior and payload of an all-zero adapter (what the coarsest quantisation gives) and
+    the refinement track if asked for. Known before any fitting; a size target below it is
+    impossible. (Computed here from `bitstream`; the same as `codec.hit_target`'s floor.)"""
+    from .. import bitstream
+    from ..codec import NOISE_MODES, EncodeSettings, adapter_config_for, fit_config_for, refine_plan
+
+    B = R.BACKBONE
+    s = EncodeSettings(**{k: v for k, v in settings.items() if k in R.ENCODE_FIELDS})
+    ac = adapter_config_for(B, s)
+    fc = fit_config_for(B, s)
+    steps = s.sample_steps or B.defaults.sample_steps
+    src = src or (geom.width, geom.height, geom.frames)
+    code = bitstream.Code(
+        model=B.name, fingerprint=B.fingerprint, targets=tuple(ac.targets), rank=ac.rank,
+        theta_length=ac.theta_length, proj_seed=ac.proj_seed, frames=geom.frames, height=geom.height,
+        width=geom.width, fps_num=int(fps[0]), fps_den=int(fps[1]), src_width=int(src[0]), src_height=int(src[1]),
+        src_frames=int(src[2]), noise_seed=s.seed, noise_mode=NOISE_MODES[fc.noise_mode], steps=steps,
+        shift=B.defaults.shift if s.shift is None else s.shift,
+        guidance=B.defaults.guidance if s.guidance is None else s.guidance,
+        caption=s.caption or "", step_size=1.0, symbols=np.zeros(ac.theta_length, np.int32))
+    n = len(bitstream.write_code(code))
+    plan = refine_plan(s, steps)
+    return n + (plan.section_bytes() if plan is not None else 0)
+
+
+def check_size_target(settings: dict, geom) -> None:
+    """Refuse, before any work, a size target below the smallest possible code (LimitError)."""
+    t = settings.get("target_kb")
+    if t is None:
+        return
+    least = smallest_code_bytes(settings, geom)
+    if t * 1000 < least:
+        raise LimitError(size_target_message(t, least, settings))
+
+
+def size_target_message(target_kb: float, least: int, settings: dict) -> str:
+    parts = "the header, the caption" + (" and the refinement track" if settings.get("refine_n") else "")
+    return (f"a size target of {target_kb:g} kB cannot be met: the smallest possible code for this clip and "
+            f"caption is {least} bytes ({least / 1000:.2f} kB: {parts} and an empty adapter); "
+            f"choose at least {math.ceil(least / 10) / 100:.2f} kB, or a shorter caption")
 
 
 def check_caption(caption) -> str:
     caption = caption or ""
-    if len(caption.encode("utf-8")) > S.LIMITS.max_caption_bytes:
-        raise LimitError(f"the caption is longer than {S.LIMITS.max_caption_bytes} bytes")
+    n = len(caption.encode("utf-8"))
+    if n > S.LIMITS.max_caption_bytes:
+        raise LimitError(f"the caption is {n} bytes long; a code holds at most {S.LIMITS.max_caption_bytes}: "
+                         "shorten it")
     return caption
+
+
+def caption_tokens(caption: str) -> int:
+    """How many tokens the backbone's text encoder sees for `caption` (before its cut-off)."""
+    tok = R.BACKBONE.pipe.tokenizer
+    return len(tok(caption or "", add_special_tokens=True, verbose=False)["input_ids"])
+
+
+def caption_reach(caption: str) -> tuple[int, int, str | None]:
+    """(tokens, the model's limit, the caption's last words the model still reads when it is cut,
+    else None). The whole caption is stored in the code either way; the model reads only the first
+    `limit` tokens of it."""
+    limit = int(R.BACKBONE.max_sequence_length)
+    n = caption_tokens(caption)
+    if n <= limit:
+        return n, limit, None
+    words = caption.split()
+    lo, hi = 0, len(words)  # the most words whose tokens fit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if caption_tokens(" ".join(words[:mid])) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return n, limit, " ".join(words[max(0, lo - 4):lo])
 
 
 def encode_settings(*, caption, rate_mode, target_kb, fit_steps, refine_log2, seed, sample_steps, batch,

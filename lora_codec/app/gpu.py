@@ -149,11 +149,11 @@ def gpu_fit(job: dict, seconds: float, call_s: float | None = None):
             yield {"kind": "setup", "setup_s": setup_s, "step": fitter.step, "total": target,
                    "notes": list(session.notes)}
             stop_file = Path(job["dir"]) / "STOP"
+            save_file = Path(job["dir"]) / "SAVE"  # asked for when the page that follows the fit goes away
             # on ZeroGPU the call is ended at its requested duration: stop early enough to save the state
             if not S.ON_ZEROGPU:
                 hard = None
-            start = last_save = last_size = time.perf_counter()
-            size = None
+            start = last_save = time.perf_counter()
             step_s = 0.0
             while (fitter.step < target and not fitter.done and time.perf_counter() - start < float(seconds)
                    and not stop_file.exists()):
@@ -161,18 +161,19 @@ def gpu_fit(job: dict, seconds: float, call_s: float | None = None):
                     break
                 ts = time.perf_counter()
                 session.fit(max_steps=1)
-                now = time.perf_counter()
-                step_s = now - ts
-                if size is None or now - last_size > 2.0 or fitter.done:
-                    size = len(session.code_bytes())
-                    last_size = time.perf_counter()
+                step_s = time.perf_counter() - ts
                 p = fitter.last
+                # the size of the code a stop now would write (quantise + entropy-code: milliseconds)
+                size = len(session.code_bytes())
                 yield {"kind": "step", "step": p.step, "total": target, "stage": p.stage, "loss": p.loss,
                        "mse": p.mse, "est_payload_bytes": p.est_payload_bytes, "code_bytes": size,
                        "step_s": step_s, "fit_seconds": fitter.elapsed}
-                if time.perf_counter() - last_save > 30.0:
+                asked = save_file.exists()
+                if asked or time.perf_counter() - last_save > 30.0:
                     session.save_state(state)
+                    save_file.unlink(missing_ok=True)
                     last_save = time.perf_counter()
+                    yield {"kind": "checkpoint", "step": fitter.step, "total": target}
             session.save_state(state)
             yield {"kind": "saved", "step": fitter.step, "total": target,
                    "done": bool(fitter.done or fitter.step >= target), "stopped": stop_file.exists()}
