@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from . import colour
 from .errors import LimitError, LoraCodecError, VideoError
+from .units import format_file_size as _fmt_bytes
 
 __all__ = [
     "Clip",
@@ -115,12 +116,6 @@ class Limits:
     max_decoded_bytes: int = 4 << 30
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"  # pragma: no cover
 
 
 def _one_line(exc: BaseException) -> str:
