@@ -717,8 +717,10 @@ def wan_source(source: str | None = None, device: str | torch.device | None = No
     if env and not source and not Path(env).expanduser().is_dir():
         raise BackboneError(wan_needs(f"LORA_CODEC_WAN_PATH={env} is not a folder"))
     chosen = source or (str(Path(env).expanduser()) if env else None)
-    if chosen and Path(chosen).is_dir():
-        return chosen
+    if chosen and Path(chosen).expanduser().is_dir():
+        return str(Path(chosen).expanduser())
+    if chosen and (os.path.isabs(chosen) or chosen.startswith((".", "~"))):
+        raise BackboneError(wan_needs(f"the weights folder {chosen} does not exist"))
     hub_id = chosen or wan_reference_config()["hub_id"]
     cuda = (torch.device(device).type == "cuda") if device is not None else (
         on_zerogpu() or torch.cuda.is_available())

@@ -346,7 +346,7 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
-JSON_HELP = "print the result as one JSON object on stdout (notes and warnings still go to stderr)"
+JSON_HELP = "print the result as one JSON object on stdout (no notes or progress; warnings still go to stderr)"
 QUIET_HELP = "quiet: no progress, notes or warnings; only errors, and the path of what was written"
 
 
@@ -361,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Ctrl-C aborts.")
     e.add_argument("input", help="a video file (anything PyAV can open)")
     e.add_argument("-o", "--output", required=True, help="the code file to write (.vov)")
-    e.add_argument("--model", default="auto", help="auto (default: Wan on CUDA, else small), small (trained here, CPU), tiny (random, tests), wan2.1-t2v-1.3b")
+    e.add_argument("--model", default="auto",
+                   help="auto (default: Wan on CUDA, else small), small (trained here, CPU), tiny (random, tests), "
+                        "wan2.1-t2v-1.3b (a CUDA GPU and its weights: the hub, or a folder named by "
+                        "LORA_CODEC_WAN_PATH)")
     e.add_argument("--steps", type=int, default=None, help="total fit steps (default: the backbone's)")
     rate = e.add_mutually_exclusive_group()
     rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None,
@@ -369,12 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--target-kb", type=float, default=None,
                       help="final code size in kB (1 kB = 1000 bytes); lands in [0.9, 1] x target. A target below "
                            "the smallest possible code for the clip and caption is refused before fitting")
-    e.add_argument("--caption", default="", help="caption the model is conditioned on (stored in the code)")
+    e.add_argument("--caption", default="",
+                   help="what the clip shows, in a few words: the model is conditioned on it, which helps the fit "
+                        "(stored in the code, compressed)")
     e.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
     e.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
     e.add_argument("--noise-mode", choices=["random", "seed"], default=None,
                    help="fit on random noise (paper) or on the decoder's own seed noise; default: the backbone's (seed for small)")
-    e.add_argument("--rank", type=int, default=None, help="rank of the adapter's low-rank factors (default: the backbone's)")
+    e.add_argument("--rank", type=int, default=None,
+                   help="rank of the adapter's low-rank factors (default: the backbone's)")
     e.add_argument("--theta-length", type=int, default=None,
                    help="number of adapter values the code stores (default: the backbone's)")
     e.add_argument("--proj-seed", type=int, default=0,

@@ -382,7 +382,8 @@ def add_commands(sub) -> None:
     c.add_argument("--no-perceptual", action="store_true", help="skip LPIPS / DISTS even when their weights are present")
     c.add_argument("--plot", default=None, metavar="OUT.png", help="write the R-D curves (matplotlib)")
     c.add_argument("--json", action="store_true", help="print the comparison as one JSON object on stdout")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr (the table is still printed)")
+    c.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress lines, notes or warnings on stderr (the table is still printed)")
     c.set_defaults(func=cmd_compare)
 
     from .batch import add_command as add_batch
