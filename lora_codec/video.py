@@ -661,9 +661,9 @@ def reader_notes(d: _Decoded, *, fps: Fraction, duration: float | None, start_se
     notes = []
     T = len(d.kept)
     if d.skipped:
-        notes.append(f"skipped {d.skipped} frames before start_seconds={start_seconds:g}")
+        notes.append(f"skipped {d.skipped} frames before the start time ({start_seconds:g} s)")
     if d.stopped_by_max:
-        notes.append(f"trimmed to {T} frames (max_frames={max_frames})")
+        notes.append(f"trimmed to {T} frames ({T / float(fps):.2f} s), the most that are coded")
     elif d.stop_reason is not None:
         notes.append(f"decoding stopped early after {T} frames, file is damaged or truncated ({d.stop_reason})")
     elif has_ts:
