@@ -454,6 +454,18 @@ class _Once(logging.Filter):
         return True
 
 
+class _Stderr(logging.StreamHandler):
+    """A stream handler that writes to whatever `sys.stderr` is when a record is emitted."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 # Libraries whose own log lines are for their developers (download retries, deprecations, load reports):
 # only their errors reach the user; what matters is said by lora_codec's own messages.
 LIBRARY_LOGGERS = ("diffusers", "transformers", "peft", "huggingface_hub", "accelerate", "torch", "PIL")
@@ -470,7 +482,7 @@ def setup_output(quiet: bool = False) -> logging.Handler:
     for h in list(root.handlers):
         if getattr(h, "_lora_codec", False):
             root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler._lora_codec = True
     handler.setFormatter(logging.Formatter("note: %(message)s"))
     handler.addFilter(_Once())

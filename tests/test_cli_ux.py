@@ -168,7 +168,8 @@ def test_each_warning_once_and_quiet_silences_them(capsys, monkeypatch):
     cli.setup_output(quiet=False)
 
 
-def test_quiet_encode_prints_only_the_output_path(clip_path, tmp_path, capsys):
+def test_quiet_encode_prints_only_the_output_path(clip_path, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # restored afterwards (-q sets it)
     out = tmp_path / "q.vov"
     rc = cli.main(["encode", str(clip_path), "-o", str(out), "--model", "tiny", "--steps", "2", "--sample-steps", "2",
                    "-q"])
@@ -179,6 +180,7 @@ def test_quiet_encode_prints_only_the_output_path(clip_path, tmp_path, capsys):
     rc = cli.main(["decode", str(out), "-o", str(dec), "-q"])
     captured = capsys.readouterr()
     assert rc == 0 and captured.out == f"{dec}\n" and captured.err == ""
+    cli.setup_output(quiet=False)  # this process's later tests log at the normal level again
 
 
 def test_encoding_without_a_caption_says_once_that_a_caption_helps(clip_path, tmp_path, capsys):
