@@ -702,6 +702,9 @@ def wan_needs(why: str) -> str:
             f"(tests)")
 
 
+WAN_PARTS = ("model_index.json", "tokenizer", "text_encoder", "vae", "transformer")  # a complete download
+
+
 def wan_source(source: str | None = None, device: str | torch.device | None = None, *,
                probe_timeout: float = 10.0) -> str:
     """Where `load_wan` reads the weights from, decided in seconds (never a minute of hub retries).
@@ -729,11 +732,14 @@ def wan_source(source: str | None = None, device: str | torch.device | None = No
     try:
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(hub_id, local_files_only=True)  # the cached snapshot: no network at all
-    except Exception:  # not (completely) in the cache
+        cached = Path(snapshot_download(hub_id, local_files_only=True))
+        if all((cached / part).exists() for part in WAN_PARTS):
+            return str(cached)  # the cached snapshot: loaded with no network use at all
+    except Exception:  # not in the cache
         pass
     if _hub_offline():
-        raise BackboneError(wan_needs(f"the weights ({hub_id}) are not in the hub cache and HF_HUB_OFFLINE is set"))
+        raise BackboneError(wan_needs(f"the weights ({hub_id}) are not (completely) in the hub cache and "
+                                      "HF_HUB_OFFLINE is set"))
     try:
         from huggingface_hub import HfApi
 

@@ -311,6 +311,10 @@ def test_wan_with_cuda_uses_the_cache_or_fails_fast(tmp_path):
     (snap / "model_index.json").write_text("{}")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
+    out = _wan_source(tmp_path, HF_HUB_OFFLINE="1")  # an interrupted download: not usable offline
+    assert out.get("error") == "BackboneError" and "completely" in out["message"], out
+    for part in ("tokenizer", "text_encoder", "vae", "transformer"):
+        (snap / part).mkdir()
     out = _wan_source(tmp_path, HF_HUB_OFFLINE="1")
     assert out.get("source") == str(snap), out
     # a local folder named by LORA_CODEC_WAN_PATH wins; a path that is not a folder is an error
