@@ -1,9 +1,10 @@
 """lora_codec in the browser: the Hugging Face Space entry point (Gradio, ZeroGPU-ready).
 
 A thin UI: the page's layout and its callbacks. The work is in the package, `lora_codec/app/`
-(one concern per module: `runtime` the model, `gpu` the GPU functions, `jobs` compress jobs in
-slices, `results` what a finished job shows, `decoding` the Decode tab's work, `forms` input checks,
-`uploads` the clip preview, `text` the page's sentences) over the library API (`lora_codec.codec`).
+(one concern per module: `runtime` the model, `gpu` the GPU functions, `runner` jobs running on the
+server independently of the page, `jobs` compress jobs in slices, `results` what a finished job shows,
+`decoding` the Decode tab's work, `forms` input checks, `uploads` what is said at upload, `text` the
+page's sentences) over the library API (`lora_codec.codec`).
 Compress: a clip -> a code (file and text form), where its bytes went, the reconstruction, and x265
 at the same number of bytes. Decode: any code -> video, with another caption if wanted.
 
@@ -125,6 +126,18 @@ def _end_session(request: gr.Request) -> None:
     jobs.end_session(_session_key(request))
 
 
+def _untie_from_page_event() -> None:
+    """In a job's thread: forget the page event that started it (its request stays, so that ZeroGPU
+    still counts the visitor's quota): the fit must not end when that page goes away."""
+    from gradio.context import LocalContext
+
+    LocalContext.event_id.set(None)
+    LocalContext.progress.set(None)
+
+
+jobs.RUNNER.on_thread_start = _untie_from_page_event
+
+
 # ---------------------------------------------------------------------------------------------
 # callbacks (their parameter names are the API's)
 
@@ -172,6 +185,16 @@ def controls_busy() -> list:
 def ensure_job_id(job_id):
     """The browser's job id, made when it first compresses (none before: no phantom fit)."""
     return job_id if isinstance(job_id, str) and S.JOB_ID_RE.fullmatch(job_id) else S.new_job_id()
+
+
+NO_JOB = "none"  # the browser's job id when its compress made no job (the browser keeps only non-empty values)
+
+
+def settle_job_id(job_id):
+    """After a compress: keep the id only if the server holds a job under it, so that a reload after a
+    compress that failed before making its job says nothing about a 'previous fit'."""
+    ok = isinstance(job_id, str) and S.JOB_ID_RE.fullmatch(job_id) and S.job_dir(job_id).is_dir()
+    return job_id if ok else NO_JOB
 
 
 def _stream(ui, fields_iter, status, *, what: str, controls: list | None = None, job=None):
@@ -501,7 +524,7 @@ def build_demo() -> gr.Blocks:
                                              elem_id="decode-text")
                         d_go = gr.Button("Decode", variant="primary", elem_id="decode-btn")
                         code_info = gr.Markdown("", label="code info", elem_id="code-info")
-                        d_steps = gr.Slider(0, 100, value=0, step=1, label="Sampling steps (0 = as stored)",
+                        d_steps = gr.Slider(0, 100, value=0, step=1, label="Sampling steps",
                                             elem_id="decode-steps", info="0 = as stored in the code")
                         with gr.Row():
                             d_refine_mode = gr.Radio(["all", "none", "first K steps"], value="all",
@@ -529,8 +552,8 @@ def build_demo() -> gr.Blocks:
         outputs = [ui[k] for k in OUTPUT_KEYS]
         controls = [go, stop_btn, extra, more_btn, actions_md]
         light = dict(concurrency_id="light", concurrency_limit=8, trigger_mode="always_last", show_progress="hidden")
-        # following a fit holds no model: many pages may follow theirs at once
-        follow = dict(concurrency_id="follow", concurrency_limit=64, show_progress="hidden")
+        # following a fit holds no model (a thread each, of Gradio's 40): many pages may follow theirs at once
+        follow = dict(concurrency_id="follow", concurrency_limit=16, show_progress="hidden")
 
         # -- before a compress: the estimate, the clip, the caption, the size controls
         est_inputs = [video, start, rate_mode, target_kb, fit_steps, refine, sample_steps, frames, batch, refine_steps,
@@ -560,6 +583,7 @@ def build_demo() -> gr.Blocks:
             outputs, api_name="encode", **follow)
         run.then(controls_now, [job, job_id], controls, **quick)
         run.failure(controls_now, [job, job_id], controls, **quick)
+        run.failure(settle_job_id, job_id, job_id, **quick)
         stop_btn.click(stop, job_id, status, api_name="stop", queue=False)
         run = more_btn.click(controls_busy, None, controls, **quick).then(
             make_keep_improving(ui), [extra, job, job_id], outputs, api_name="keep_improving", **follow)

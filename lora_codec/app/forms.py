@@ -7,13 +7,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
 from .. import app_support as S
 from .. import bitstream
 from ..backbones import Geometry
 from ..cli import parse_size
 from ..errors import LimitError, LoraCodecError
+from ..units import ceil_kb
 from . import runtime as R
 
 # The quality presets, in plain words; "balanced" is this backbone's own default rate weight (lambda,
@@ -109,39 +108,31 @@ def rate_kwargs(rate_mode: str, target_kb) -> dict:
                      f"{', '.join(PRESETS)}")
 
 
-def smallest_code_bytes(settings: dict, geom, fps=(16, 1), src=None) -> int:
-    """The smallest code these settings can make for a clip of geometry `geom`: the header, the
-    caption, the prior and payload of an all-zero adapter (what the coarsest quantisation gives) and
-    the refinement track if asked for. Known before any fitting; a size target below it is
-    impossible. (Computed here from `bitstream`; the same as `codec.hit_target`'s floor.)"""
-    from .. import bitstream
-    from ..codec import NOISE_MODES, EncodeSettings, adapter_config_for, fit_config_for, refine_plan
+def smallest_code_bytes(settings: dict, geom, fps=None, src=None) -> int:
+    """The smallest code these settings can make for a clip coded at `geom` (`codec.minimum_code_bytes`:
+    header, caption, the smallest prior, an empty payload, the refinement track if asked for). Known
+    before any fitting: a size target below it is impossible."""
+    from ..codec import EncodeSettings, minimum_code_bytes
 
-    B = R.BACKBONE
     s = EncodeSettings(**{k: v for k, v in settings.items() if k in R.ENCODE_FIELDS})
-    ac = adapter_config_for(B, s)
-    fc = fit_config_for(B, s)
-    steps = s.sample_steps or B.defaults.sample_steps
-    src = src or (geom.width, geom.height, geom.frames)
-    code = bitstream.Code(
-        model=B.name, fingerprint=B.fingerprint, targets=tuple(ac.targets), rank=ac.rank,
-        theta_length=ac.theta_length, proj_seed=ac.proj_seed, frames=geom.frames, height=geom.height,
-        width=geom.width, fps_num=int(fps[0]), fps_den=int(fps[1]), src_width=int(src[0]), src_height=int(src[1]),
-        src_frames=int(src[2]), noise_seed=s.seed, noise_mode=NOISE_MODES[fc.noise_mode], steps=steps,
-        shift=B.defaults.shift if s.shift is None else s.shift,
-        guidance=B.defaults.guidance if s.guidance is None else s.guidance,
-        caption=s.caption or "", step_size=1.0, symbols=np.zeros(ac.theta_length, np.int32))
-    n = len(bitstream.write_code(code))
-    plan = refine_plan(s, steps)
-    return n + (plan.section_bytes() if plan is not None else 0)
+    return minimum_code_bytes(R.BACKBONE, s.caption or "", s, geometry=geom, fps=fps, src=src)
 
 
-def check_size_target(settings: dict, geom) -> None:
+def clip_rate_and_source(info, geom) -> tuple:
+    """(fps, (source width, height, frames)) of a probed clip for `smallest_code_bytes`, or (None, None)."""
+    if info is None:
+        return None, None
+    from fractions import Fraction
+
+    return Fraction(info.fps).limit_denominator(1 << 20), (info.width, info.height, info.frames or geom.frames)
+
+
+def check_size_target(settings: dict, geom, fps=None, src=None) -> None:
     """Refuse, before any work, a size target below the smallest possible code (LimitError)."""
     t = settings.get("target_kb")
     if t is None:
         return
-    least = smallest_code_bytes(settings, geom)
+    least = smallest_code_bytes(settings, geom, fps, src)
     if t * 1000 < least:
         raise LimitError(size_target_message(t, least, settings))
 
@@ -150,7 +141,7 @@ def size_target_message(target_kb: float, least: int, settings: dict) -> str:
     parts = "the header, the caption" + (" and the refinement track" if settings.get("refine_n") else "")
     return (f"a size target of {target_kb:g} kB cannot be met: the smallest possible code for this clip and "
             f"caption is {least} bytes ({least / 1000:.2f} kB: {parts} and an empty adapter); "
-            f"choose at least {math.ceil(least / 10) / 100:.2f} kB, or a shorter caption")
+            f"choose at least {ceil_kb(least):.2f} kB, or a shorter caption")
 
 
 def check_caption(caption) -> str:
@@ -209,7 +200,14 @@ def encode_settings(*, caption, rate_mode, target_kb, fit_steps, refine_log2, se
 
 
 def planned_geometry(video, start_seconds, frames, size=None) -> tuple[Geometry, str]:
-    """The geometry a compress with these inputs will code, and a few words on the source."""
+    """The geometry a compress with these inputs will code, and a few words on the source
+    (`planned_clip` also gives the probe)."""
+    g, src, _info = planned_clip(video, start_seconds, frames, size)
+    return g, src
+
+
+def planned_clip(video, start_seconds, frames, size=None):
+    """(geometry, a few words on the source, `app_support.ClipInfo` or None without a clip)."""
     frames = int_in("frames to code", frames, 1, R.BACKBONE.native.frames)
     wh = size_arg(size)
     if video:
@@ -221,8 +219,9 @@ def planned_geometry(video, start_seconds, frames, size=None) -> tuple[Geometry,
         g = R.BACKBONE.coded_geometry(avail, info.height, info.width,
                                       size=S.oriented(wh, info.height, info.width) if wh else None)
         return g, f"source {info.width}x{info.height}, {info.fps:.3g} fps" + (
-            f", {info.seconds:.2f} s" if info.seconds else "")
-    return R.BACKBONE.coded_geometry(frames, R.BACKBONE.native.height, R.BACKBONE.native.width, size=wh), "no clip yet"
+            f", {info.seconds:.2f} s" if info.seconds else ""), info
+    return (R.BACKBONE.coded_geometry(frames, R.BACKBONE.native.height, R.BACKBONE.native.width, size=wh),
+            "no clip yet", None)
 
 
 def read_code_input(code_file, code_text) -> bytes:

@@ -193,8 +193,8 @@ def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, ref
     if RUNNER.active(key):
         raise LimitError("a fit from this browser is already running (in another tab?): wait for it, or stop it "
                          "first")
-    g, _src = F.planned_geometry(path, start_seconds, frames, size)
-    F.check_size_target(settings, g)
+    g, _src, info = F.planned_clip(path, start_seconds, frames, size)
+    F.check_size_target(settings, g, *F.clip_rate_and_source(info, g))
     if isinstance(job, dict) and job.get("job_id") != jid:  # a new compress replaces the previous job
         delete_job(job)
     if jid:  # kept across a page reload, under the browser's job id; expires by age
@@ -232,8 +232,7 @@ def keep_improving(extra_steps, job, job_id=None, *, session: str = "anonymous")
         jid = S.check_job_id(job_id)
         if RUNNER.active(run_key(jid, session)):
             raise LimitError("this fit is still running: wait for it, or press Stop early first")
-        if not (isinstance(job, dict) and job.get("job_id") == jid):
-            job = S.load_job(jid)
+        job = S.load_job(jid)  # the server's record is the truth (the page's copy may be older)
         if job is None:
             raise LimitError(T.UNKNOWN_JOB)
     elif RUNNER.active(run_key(None, session)):

@@ -98,6 +98,10 @@ class Runner:
         self.runs: dict[str, Run] = {}
         self.queued_text = queued_text or (lambda ahead: {})
         self.cancelled_text = cancelled_text or (lambda: {})
+        # called first in each job's thread (in the request's copied context): the UI layer unties the
+        # job from the page's event there (app.py: on ZeroGPU a GPU call that waits for a GPU would
+        # otherwise be cancelled when that page is gone), keeping the request (the visitor's quota)
+        self.on_thread_start: Callable[[], None] | None = None
 
     # -- asking ----------------------------------------------------------------------------------
     def get(self, key: str | None) -> Run | None:
@@ -147,13 +151,18 @@ class Runner:
             return self._ahead(run)
 
     # -- following -------------------------------------------------------------------------------
-    def follow(self, run: Run, since: int = 0, heartbeat_s: float = 1.0):
-        """Yield the fields `run` changes (all it has at first when `since` is 0) until it ends; then
+    def follow(self, run: Run, since: int = 0, heartbeat_s: float = 1.0, every_s: float = 0.2):
+        """Yield the fields `run` changes (all it has at first when `since` is 0) until it ends, at most
+        one update every `every_s` (changes in between are merged: the page gets the latest); then
         raise its error if it failed. A follower closed early asks the fit to save its state."""
         seen = since
         finished = False
+        last = 0.0
         try:
             while True:
+                wait = every_s - (time.monotonic() - last)
+                if wait > 0 and run.active:
+                    time.sleep(wait)
                 with run.cond:
                     if run.version == seen and run.active:
                         run.cond.wait(heartbeat_s)
@@ -161,6 +170,7 @@ class Runner:
                     ended = not run.active
                 seen = version
                 if changed:
+                    last = time.monotonic()
                     yield changed
                 if ended:
                     finished = True
@@ -178,6 +188,11 @@ class Runner:
         return self.queue.index(run) + max(0, len(self.running) - self.slots + 1)
 
     def _main(self, run: Run, work) -> None:
+        if self.on_thread_start is not None:
+            try:
+                self.on_thread_start()
+            except Exception:  # never fatal
+                log.warning("could not untie a job from its page event", exc_info=True)
         with self.lock:
             while True:
                 if run.phase != QUEUED:

@@ -11,6 +11,7 @@ from .. import app_support as S
 from . import forms as F
 from . import runtime as R
 from ..errors import LimitError
+from ..units import format_kb, format_rate
 
 INTRO = """# lora_codec - a video as one small adapter
 
@@ -36,7 +37,9 @@ the caption guides it. An optional **refinement track** stores, for some of thos
 candidates came closest to your clip (log2 N bits per step): a little more size for a closer picture.
 
 The model sees the clip in small blocks (about 16x16 pixels x 4 frames each); the time a fit takes grows
-with their number. *Stop early* gives a valid code at any moment; *Keep improving* fits on from there.
+with their number. It reads the caption as *tokens* (word pieces; single characters on the CPU models) and
+only up to a fixed number of them. *Stop early* gives a valid code at any moment; *Keep improving* fits on
+from there.
 """
 
 EXAMPLE_CREDIT = ("Example: *Big Buck Bunny* (c) 2008 Blender Foundation, www.bigbuckbunny.org, CC BY 3.0; "
@@ -112,7 +115,7 @@ def bullets(notes) -> str:
 
 
 def kb(nbytes: float) -> str:
-    return f"{nbytes / 1000:.2f} kB"
+    return format_kb(nbytes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +132,7 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
     fit_steps = F.int_in("fit steps", fit_steps, 1, S.LIMITS.max_fit_steps)
     batch = F.int_in("batch", batch, 1, 16)
     sample_steps = F.int_in("sampling steps", sample_steps, 1, S.LIMITS.max_sample_steps)
-    g, src = F.planned_geometry(video, start_seconds, frames, size)
+    g, src, info = F.planned_clip(video, start_seconds, frames, size)
     finetune = 0
     if rate_mode == F.RATE_TARGET:
         finetune = max(5, fit_steps // 5)
@@ -147,7 +150,7 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
             settings = F.encode_settings(caption=caption, rate_mode=rate_mode, target_kb=target_kb,
                                          fit_steps=fit_steps, refine_log2=refine_log2, seed=0,
                                          sample_steps=sample_steps, batch=batch, refine_steps=refine_steps)
-            F.check_size_target(settings, g)
+            F.check_size_target(settings, g, *F.clip_rate_and_source(info, g))
         except LimitError as exc:
             lines += [f"**Cannot compress with these settings:** {plain(str(exc))}.", ""]
     lines += [
@@ -383,7 +386,7 @@ def code_markdown(info: dict) -> str:
     lines = [
         f"**{info['total_bytes']} bytes** ({kb(info['total_bytes'])}) - model `{info['model']}` - {info['frames']} "
         f"frames {info['width']}x{info['height']} at {info['fps']:.3g} fps ({info['seconds']:.2f} s) - "
-        f"{info['kbytes_per_second']:.3g} kB/s, {info['bits_per_pixel']:.4g} bits per pixel",
+        f"{format_rate(info['total_bytes'], info['seconds'])}, {info['bits_per_pixel']:.4g} bits per pixel",
         f"- caption: *{html.escape(info['caption']) if info['caption'] else '(empty)'}*",
         f"- {info['sample_steps']} sampling steps stored; {info['theta_length']:,} adapter numbers",
     ]

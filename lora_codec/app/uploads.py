@@ -52,6 +52,10 @@ def clip_check(path, start_seconds, frames, size) -> str:
         g, _src = F.planned_geometry(path, start_seconds, frames, size)
     except LoraCodecError as exc:
         return f"**{name} cannot be coded here:** {T.plain(str(exc))}"
+    limit = S.LIMITS.max_clip_seconds
+    if info.seconds and info.seconds > limit:
+        return (f"**{name} cannot be coded here:** it is {info.seconds:.0f} s long; this app reads clips up to "
+                f"{limit:g} s - cut out the part you want first.")
     report = T.clip_report(name, info, g, start_seconds, R.BACKBONE.native.frames)
     if info.fps and info.seconds:
         max_start = max(0.0, (S.LIMITS.video_limits().max_frames_read - g.frames) / info.fps)
