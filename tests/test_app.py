@@ -296,9 +296,11 @@ def test_gpu_functions_return_no_tensors(app_module, app_encoded):
             for v in x:
                 walk(v)
 
+    from lora_codec.app import gpu as G
+
     code = Path(_outputs(app_encoded)["code_file"]).read_bytes()
     with app_module.model_lock():
-        out = app_module.gpu_decode(code, 2, None, "all")
+        out = G.gpu_decode(code, 2, None, "all")
     walk(out)
     assert isinstance(out["frames"], np.ndarray) and out["frames"].dtype == np.uint8
 
@@ -311,15 +313,15 @@ def test_gpu_functions_return_no_tensors(app_module, app_encoded):
         job.update(dir=str(wd), state=str(wd / "fit_state.safetensors"), target_steps=6,
                    settings=dict(model="tiny", caption="x", seed=0, fit_steps=6, sample_steps=2, batch=1))
         with app_module.model_lock():
-            first = list(app_module.gpu_fit(job, 0.0))  # a zero-length slice: set-up and save only
+            first = list(G.gpu_fit(job, 0.0))  # a zero-length slice: set-up and save only
             walk(first)
             assert [p["kind"] for p in first] == ["setup", "saved"] and first[-1]["step"] == 0
             job["target_steps"] = 3
-            second = list(app_module.gpu_fit(job, 60.0))
+            second = list(G.gpu_fit(job, 60.0))
             walk(second)
             assert second[-1] == {"kind": "saved", "step": 3, "total": 3, "done": True, "stopped": False}
             assert S.state_step(job["state"]) == 3
-            fin = app_module.gpu_finish(job)
+            fin = G.gpu_finish(job)
         walk(fin)
         assert isinstance(fin["code"], bytes) and fin["frames"].shape == (17, 64, 112, 3)
     finally:

@@ -1,0 +1,69 @@
+"""The Decode tab's work: what a code holds (no model needed) and decoding it to an mp4 with the
+choices the tab offers (sampling steps, the refinement track, another caption)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .. import app_support as S
+from ..backbones import Geometry
+from ..codec import describe
+from ..errors import LimitError, LoraCodecError
+from . import forms as F
+from . import gpu as G
+from . import runtime as R
+from . import text as T
+from .gpu import plain
+
+
+def describe_code(code_file, code_text) -> tuple[str, dict, dict | None]:
+    """(markdown, JSON-able info, the track's indexed step count as {"maximum", "value"} for the K
+    control, or None). A code that does not parse is reported in the markdown, not raised (this runs
+    while the user types or pastes)."""
+    if not code_file and not (code_text or "").strip():
+        return "", {}, None
+    try:
+        info = describe(F.read_code_input(code_file, code_text))
+    except LoraCodecError as exc:
+        return f"**Not a valid code:** {' '.join(str(exc).split())}", {"error": str(exc)}, None
+    k = None
+    if info.get("refine_indexed"):
+        count = info["refine_indexed"][1] - info["refine_indexed"][0]
+        k = {"maximum": max(1, count), "value": min(count, max(1, count // 2))}
+    return T.code_markdown(info), plain(info), k
+
+
+def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, workdir) -> tuple[str, str, dict]:
+    """Decode a code (file or text) into `workdir`/decoded.mp4; returns (mp4 path, status markdown,
+    the decode report)."""
+    from ..video import write_video
+
+    data = F.read_code_input(code_file, code_text)
+    info = describe(data)
+    steps = F.int_in("sampling steps", steps or 0, 0, S.LIMITS.max_sample_steps) or None
+    caption = caption if (caption or "").strip() else None
+    if caption is not None and len(caption.encode("utf-8")) > S.LIMITS.max_caption_bytes:
+        raise LimitError(f"the caption is longer than {S.LIMITS.max_caption_bytes} bytes")
+    refine = F.refine_arg(refine_mode, refine_k)
+    track_steps = info.get("refine_steps")
+    if track_steps and refine != "none" and steps is not None and steps != track_steps:
+        raise LimitError(f"this code's refinement track is recorded on {track_steps} sampling steps: set the steps "
+                         f"to 0 (as stored) or {track_steps}, or replay none of the track to use other steps")
+    if isinstance(refine, int) and refine > 0 and not info.get("refine_n"):
+        raise LimitError("this code has no refinement track: choose 'all' or 'none'")
+    if isinstance(refine, int) and info.get("refine_indexed"):
+        count = info["refine_indexed"][1] - info["refine_indexed"][0]
+        if refine > count:
+            raise LimitError(f"the refinement track has {count} indexed steps; K must be at most {count}")
+    need = G.decode_estimate(data, steps)
+    with R.model_lock():
+        out = S.gpu_call(lambda cs: G.gpu_decode(data, steps, caption, refine, cs), S.call_duration(need),
+                         need_s=need, saved=False)
+    if "error" in out:
+        raise LoraCodecError(out["error"])
+    g = Geometry(info["frames"], info["height"], info["width"])
+    R.COSTS.observe_decode(R.BACKBONE, g, out.get("decode_step_s"), out.get("decode_fixed_s"))
+    path = workdir / "decoded.mp4"
+    write_video(path, out["frames"], Fraction(*out["fps"]), crf=12)
+    rep = out["report"]
+    return str(path), T.decoded_markdown(rep, out["decode_s"], caption), plain(rep)

@@ -1,0 +1,224 @@
+"""The functions that run the model, module level as ZeroGPU needs (`spaces.GPU` with a duration
+computed from their arguments; a no-op off ZeroGPU). Inputs and outputs are plain values (bytes,
+numpy arrays, JSON-able Python); model errors come back as {"error": message} so they cross the
+ZeroGPU process boundary intact. A long fit runs as several `gpu_fit` calls that carry the resumable
+fit state (a safetensors file in the job's folder)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import app_support as S
+from ..backbones import Geometry
+from ..codec import EncodeSession, EncodeSettings, decode, describe
+from ..errors import LoraCodecError
+from . import runtime as R
+
+
+def plain(obj):
+    """Plain JSON-able Python (no tensors, no numpy scalars, no inf/nan)."""
+    def default(o):
+        if isinstance(o, (np.integer,)):
+            return int(o)
+        if isinstance(o, (np.floating,)):
+            return float(o)
+        if isinstance(o, (bytes, bytearray)):
+            return o.hex()
+        return str(o)
+
+    def fix(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): fix(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(json.loads(json.dumps(obj, default=default)))
+
+
+def settings_from(job: dict) -> EncodeSettings:
+    return EncodeSettings(**{k: v for k, v in job["settings"].items() if k in R.ENCODE_FIELDS})
+
+
+def geom(job_or_code) -> Geometry:
+    f, h, w = job_or_code["geometry"]
+    return Geometry(int(f), int(h), int(w))
+
+
+# ---------------------------------------------------------------------------------------------
+# durations (seconds asked of ZeroGPU), from the cost model
+
+
+def setup_estimate(job: dict) -> float:
+    c = R.costs()
+    if c is None:
+        return 30.0
+    g = geom(job)
+    return c.setup(g.frames * g.height * g.width)
+
+
+def fit_duration(job: dict, seconds: float, call_s: float | None = None) -> float:
+    if call_s is not None:  # the caller planned the call (and may be retrying a shorter one)
+        return float(call_s)
+    return S.call_duration(setup_estimate(job) + float(seconds))
+
+
+def finish_estimate(job: dict) -> float:
+    c = R.costs()
+    if c is None:
+        return 60.0
+    g = geom(job)
+    tokens, pixels = S.video_tokens(R.BACKBONE, g), g.frames * g.height * g.width
+    s = job["settings"]
+    steps = s.get("sample_steps") or R.D.sample_steps
+    finetune = job.get("finetune_steps", 0)
+    refine = s.get("refine_steps") or (steps if s.get("refine_n") else 0)
+    return (c.setup(pixels) + finetune * c.fit_step(tokens, int(s.get("batch") or R.D.batch))
+            + refine * c.sample_step(tokens) + c.decode(tokens, pixels, steps))
+
+
+def finish_duration(job: dict, call_s: float | None = None) -> float:
+    return float(call_s) if call_s is not None else S.call_duration(finish_estimate(job))
+
+
+def decode_estimate(code: bytes, steps: int | None) -> float:
+    c = R.costs()
+    try:
+        info = describe(code)
+    except LoraCodecError:
+        return 20.0
+    if c is None:
+        return 60.0
+    g = Geometry(info["frames"], info["height"], info["width"])
+    try:
+        tokens = S.video_tokens(R.BACKBONE, g)
+    except Exception:
+        return 60.0
+    n = int(steps or info["sample_steps"])
+    return c.decode(tokens, g.frames * g.height * g.width, n)
+
+
+def decode_duration(code: bytes, steps: int | None = None, caption: str | None = None, refine=None,
+                    call_s: float | None = None) -> float:
+    return float(call_s) if call_s is not None else S.call_duration(decode_estimate(code, steps))
+
+
+# ---------------------------------------------------------------------------------------------
+# the GPU functions
+
+
+def resume_session(job: dict) -> EncodeSession:
+    """The job's encode session as the last GPU call left it: clip + settings + saved fit state (and
+    the caption embedding the first call cached in the job folder)."""
+    session = EncodeSession.start(S.load_clip(job), settings_from(job), backbone=R.BACKBONE,
+                                  caption_cache=Path(job["dir"]) / "caption.safetensors")
+    try:
+        state = Path(job["state"])
+        if state.exists():
+            session.load_state(state)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+@S.gpu(duration=fit_duration)
+def gpu_fit(job: dict, seconds: float, call_s: float | None = None):
+    """Rebuild the encode session from the stored clip + settings + fit state, fit for up to
+    `seconds` (or until done / stopped), save the state. Yields progress dicts. `call_s`: the call's
+    requested duration; on ZeroGPU the fit stops in time to save the state before it ends."""
+    try:
+        t0 = time.perf_counter()  # the call's own start: the deadline counts from here
+        hard = float(call_s) if call_s is not None else fit_duration(job, seconds)
+        session = resume_session(job)
+        state = Path(job["state"])
+        try:
+            target = int(job["target_steps"])
+            total = session.fit_config.total_steps
+            if target > total:  # keep improving past the schedule: a longer stage 2
+                session.extend(target - total)
+            setup_s = time.perf_counter() - t0
+            fitter = session.fitter
+            yield {"kind": "setup", "setup_s": setup_s, "step": fitter.step, "total": target,
+                   "notes": list(session.notes)}
+            stop_file = Path(job["dir"]) / "STOP"
+            # on ZeroGPU the call is ended at its requested duration: stop early enough to save the state
+            if not S.ON_ZEROGPU:
+                hard = None
+            start = last_save = last_size = time.perf_counter()
+            size = None
+            step_s = 0.0
+            while (fitter.step < target and not fitter.done and time.perf_counter() - start < float(seconds)
+                   and not stop_file.exists()):
+                if hard is not None and S.fit_deadline_reached(time.perf_counter() - t0, hard, step_s):
+                    break
+                ts = time.perf_counter()
+                session.fit(max_steps=1)
+                now = time.perf_counter()
+                step_s = now - ts
+                if size is None or now - last_size > 2.0 or fitter.done:
+                    size = len(session.code_bytes())
+                    last_size = time.perf_counter()
+                p = fitter.last
+                yield {"kind": "step", "step": p.step, "total": target, "stage": p.stage, "loss": p.loss,
+                       "mse": p.mse, "est_payload_bytes": p.est_payload_bytes, "code_bytes": size,
+                       "step_s": step_s, "fit_seconds": fitter.elapsed}
+                if time.perf_counter() - last_save > 30.0:
+                    session.save_state(state)
+                    last_save = time.perf_counter()
+            session.save_state(state)
+            yield {"kind": "saved", "step": fitter.step, "total": target,
+                   "done": bool(fitter.done or fitter.step >= target), "stopped": stop_file.exists()}
+        finally:
+            session.close()
+    except LoraCodecError as exc:
+        yield {"kind": "error", "message": str(exc)}
+
+
+@S.gpu(duration=finish_duration)
+def gpu_finish(job: dict, call_s: float | None = None) -> dict:
+    """Quantise (rate control to the target if set, the refinement track if asked), write the code,
+    and decode it exactly as a receiver would. Returns bytes, the report and uint8 frames."""
+    try:
+        t0 = time.perf_counter()
+        session = resume_session(job)
+        try:
+            result = session.finish()
+        finally:
+            session.close()
+        finish_s = time.perf_counter() - t0
+        timer = S.StepTimer()
+        t1 = time.perf_counter()
+        dec = decode(result.data, backbone=R.BACKBONE, progress=timer)
+        dec_s = time.perf_counter() - t1
+        step_s, fixed_s = timer.split(dec_s)
+        return {"code": bytes(result.data), "report": plain(result.report), "frames": np.ascontiguousarray(dec.frames),
+                "finish_s": finish_s, "decode_s": dec_s, "decode_step_s": step_s, "decode_fixed_s": fixed_s,
+                "notes": list(result.notes)}
+    except LoraCodecError as exc:
+        return {"error": str(exc)}
+
+
+@S.gpu(duration=decode_duration)
+def gpu_decode(code: bytes, steps: int | None = None, caption: str | None = None, refine=None,
+               call_s: float | None = None) -> dict:
+    try:
+        kwargs = {}
+        if refine is not None and R.DECODE_HAS_REFINE:
+            kwargs["refine"] = refine
+        timer = S.StepTimer()
+        t0 = time.perf_counter()
+        res = decode(code, steps=steps, caption=caption, backbone=R.BACKBONE, progress=timer, **kwargs)
+        total = time.perf_counter() - t0
+        step_s, fixed_s = timer.split(total)
+        return {"frames": np.ascontiguousarray(res.frames), "fps": [res.fps.numerator, res.fps.denominator],
+                "report": plain(res.report), "decode_s": total, "decode_step_s": step_s, "decode_fixed_s": fixed_s}
+    except LoraCodecError as exc:
+        return {"error": str(exc)}
