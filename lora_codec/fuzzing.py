@@ -71,10 +71,13 @@ def with_crc(body: bytes) -> bytes:
 
 
 def _step_size_offset(valid: bytes) -> int:
-    """Byte offset of the float32 step_size in the binary code `valid` (it follows shift and guidance)."""
-    from .bitstream import read_code
+    """Byte offset of the float32 step_size in the binary code `valid` (it follows shift and guidance; in a
+    multi-segment code the first segment's step in the segment table)."""
+    from .bitstream import _parse, read_code
 
     code = read_code(valid)
+    if code.segments:  # version 2: the first segment's step in the segment table
+        return valid.index(struct.pack("<f", code.step_size), _parse(valid).table_offset)
     packed = struct.pack("<fff", code.shift, code.guidance, code.step_size)
     return valid.index(packed) + 8
 

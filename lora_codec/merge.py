@@ -18,6 +18,7 @@ The first code gives everything else: caption, noise seed, sampling steps, shift
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -126,21 +127,28 @@ class MergedAdapter:
                             proj_seed=first.proj_seed)
         self.names = [ADAPTER_NAME] + [f"merged{k}" for k in range(1, len(codes))]
         state = torch.random.get_rng_state()  # peft draws the (overwritten) initial thetas from it
+        self.model = None
         try:
             self.model = get_peft_model(transformer, cfg.peft_config())
-            for name in self.names[1:]:
-                self.model.add_adapter(name, cfg.peft_config())
+            with warnings.catch_warnings():  # peft warns that several adapters are what we ask for
+                warnings.simplefilter("ignore", UserWarning)
+                for name in self.names[1:]:
+                    self.model.add_adapter(name, cfg.peft_config())
+            self.model.base_model.set_adapter(self.names, inference_mode=True)
+            layers = [m for m in self.model.modules() if isinstance(m, UniLoraLayer)]
+            if not layers:
+                raise LoraCodecError(f"no layer of the backbone matches the adapter targets {list(cfg.targets)}")
+            with torch.no_grad():
+                for name, w in zip(self.names, weights):
+                    if w != 1.0:
+                        for layer in layers:
+                            layer.unilora_scales_A[name] = layer.unilora_scales_A[name] * w
+        except BaseException:
+            if self.model is not None:  # peft injected its layers in place: take them out again
+                self.model.unload()
+            raise
         finally:
             torch.random.set_rng_state(state)
-        self.model.base_model.set_adapter(self.names, inference_mode=True)
-        layers = [m for m in self.model.modules() if isinstance(m, UniLoraLayer)]
-        if not layers:
-            raise LoraCodecError(f"no layer of the backbone matches the adapter targets {list(cfg.targets)}")
-        with torch.no_grad():
-            for name, w in zip(self.names, weights):
-                if w != 1.0:
-                    for layer in layers:
-                        layer.unilora_scales_A[name] = layer.unilora_scales_A[name] * w
         self.segment = None
 
     @property

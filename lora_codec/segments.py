@@ -318,11 +318,11 @@ class LongEncode:
             settings = dataclasses.replace(settings, target_kb=None)
         session = EncodeSession(self.backbone, settings, self.segment_frames(i), self.fps, self.src, notes=[],
                                 caption_cache=self.caption_cache)
+        self.session, self.current = session, i  # closed by close() whatever happens next
         if self.settings.target_kb is not None:
             if self._target_kb is None:
                 self._target_kb = self._segment_target_kb(session)
             session.settings = dataclasses.replace(session.settings, target_kb=self._target_kb)
-        self.session, self.current = session, i
         if self.on_session is not None:
             self.on_session(session)
         return session

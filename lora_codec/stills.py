@@ -207,7 +207,7 @@ def decode_still(data: bytes) -> np.ndarray:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
-        return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
 def encode_still_at_budget(frame: np.ndarray, codec: str, budget: int) -> StillResult:
