@@ -194,7 +194,7 @@ class LongEncode:
         self.single = T <= backbone.native.frames
         self.session = None
         self.current: int | None = None
-        self.done: dict[int, bytes] = {}
+        self._done: dict[int, bytes] = {}
         self.reports: dict[int, dict] = {}
         self._steps_before: int = 0
         if self.single:
@@ -281,14 +281,54 @@ class LongEncode:
     def steps_done(self) -> int:
         if self.single:
             return int(self.session.fitter.step)
-        own = int(self.session.fitter.step) if self.session is not None and self.current not in self.done else 0
+        own = int(self.session.fitter.step) if self.session is not None and self.current not in self._done else 0
         return sum(int(r.get("steps", 0)) for r in self.reports.values()) + own
 
     @property
     def segments_done(self) -> list[int]:
         if self.single:
             return [0] if self.session.fitter.done else []
-        return sorted(self.done)
+        return sorted(self._done)
+
+    @property
+    def done(self) -> bool:
+        """Every segment fitted (and, for a long clip, finished)."""
+        if self.single:
+            return bool(self.session.fitter.done)
+        return len(self.done_segments) == self.segments
+
+    @property
+    def done_segments(self) -> dict:
+        return self._done
+
+    @property
+    def last_progress(self):
+        """The running segment's last `FitProgress` (None before its first step)."""
+        return None if self.session is None or self.current in self._done else self.session.fitter.last
+
+    @property
+    def fitting_segment(self) -> int | None:
+        """The segment being fitted (0-based), None when none is."""
+        return None if self.session is None or self.current in self._done else self.current
+
+    def code_bytes_estimate(self) -> int:
+        """About what the code would weigh: a one-segment clip's exact code now; for a long clip the mean
+        of the segments' own codes so far (finished ones, and the running one as it is now) times the
+        number of segments."""
+        if self.single:
+            return len(self.session.code_bytes())
+        sizes = [int(r.get("bytes_alone", 0)) for r in self.reports.values()]
+        if self.session is not None and self.current not in self._done:
+            sizes.append(len(self.session.code_bytes()))
+        return int(round(np.mean(sizes) * self.segments)) if sizes else 0
+
+    def extend(self, extra_steps: int) -> None:
+        """Keep improving a one-segment fit (a longer stage 2); a long clip's finished segments are
+        already quantised, so it cannot be extended (encode it again with more steps)."""
+        if not self.single:
+            raise SegmentError("keep improving is for one-segment fits: a long clip's finished segments are already "
+                               "quantised; compress it again with a larger fit budget")
+        self.session.extend(extra_steps)
 
     def segment_frames(self, i: int) -> np.ndarray:
         F = self.geometry.frames
@@ -357,7 +397,7 @@ class LongEncode:
                 raise SegmentError(f"--target-kb {self.settings.target_kb:g} for {self.segments} segments leaves "
                                    f"segment {i + 1} too few bytes ({exc})") from None
             raise
-        self.done[i] = res.data
+        self._done[i] = res.data
         self.reports[i] = {
             "segment": i + 1, "start_frame": int(self.starts[i]), "frames": int(self.geometry.frames),
             "steps": int(session.fitter.step), "fit_seconds": round(float(session.fitter.elapsed), 3),
@@ -384,7 +424,7 @@ class LongEncode:
         t0 = time.perf_counter()
         ran = 0
         for i in range(self.segments):
-            if i in self.done:
+            if i in self._done:
                 continue
             left = None if max_steps is None else max_steps - ran
             secs = None if max_seconds is None else max_seconds - (time.perf_counter() - t0)
@@ -412,11 +452,11 @@ class LongEncode:
 
         path = Path(path)
         tensors: dict[str, torch.Tensor] = {}
-        for i, data in self.done.items():
+        for i, data in self._done.items():
             tensors[f"segment.{i}.code"] = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
         current = None
         current_meta = None
-        if self.session is not None and self.current is not None and self.current not in self.done:
+        if self.session is not None and self.current is not None and self.current not in self._done:
             current = self.current
             t, current_meta = self.session.fitter.state_tensors()
             for k, v in t.items():
@@ -424,7 +464,7 @@ class LongEncode:
         meta = {"kind": STATE_KIND, "version": STATE_VERSION, "starts": list(self.starts),
                 "segment_frames": int(self.geometry.frames), "total_frames": self.total_frames,
                 "digest": self._source_digest(), "settings": self._settings_json(),
-                "segment_settings": dataclasses.asdict(self.seg), "done": sorted(self.done),
+                "segment_settings": dataclasses.asdict(self.seg), "done": sorted(self._done),
                 "reports": {str(k): v for k, v in self.reports.items()}, "current": current,
                 "current_meta": current_meta}
         tmp = path.with_name(path.name + ".tmp")
@@ -465,14 +505,14 @@ class LongEncode:
         if diff:
             raise SegmentError(f"the fit state was made with other settings (differ: {', '.join(diff)})")
         self._close_session()
-        self.done = {}
+        self._done = {}
         for i in meta.get("done", []):
             key = f"segment.{int(i)}.code"
             if key not in tensors:
                 raise LoraCodecError(f"{path}: the state lacks segment {int(i) + 1}'s code")
             data = bytes(tensors[key].numpy().tobytes())
             bitstream.read_code(data)  # a damaged state is refused here, not at the end
-            self.done[int(i)] = data
+            self._done[int(i)] = data
         self.reports = {int(k): v for k, v in (meta.get("reports") or {}).items()}
         current = meta.get("current")
         if current is not None:
@@ -494,13 +534,13 @@ class LongEncode:
 
         if self.single:
             return self.session.finish(callback=callback, progress=progress)
-        missing = [i + 1 for i in range(self.segments) if i not in self.done]
+        missing = [i + 1 for i in range(self.segments) if i not in self._done]
         if missing:
             raise SegmentError(f"segments {missing} are not fitted yet; run fit() to the end first")
-        template = bitstream.read_code(self.done[0])
+        template = bitstream.read_code(self._done[0])
         segs = []
         for i in range(self.segments):
-            c = bitstream.read_code(self.done[i])
+            c = bitstream.read_code(self._done[i])
             segs.append(Segment(self.starts[i], c.step_size, c.symbols))
         code = segmented(dataclasses.replace(template, sections={}), segs, self.total_frames)
         data = bitstream.write_code(code)
