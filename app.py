@@ -144,19 +144,17 @@ PICTURES = (("original", "original_image"), ("recon", "recon_image"), ("baseline
 
 
 def _to(ui, fields: dict) -> dict:
-    """Fields -> component values. A still picture's code is shown as pictures: when a field sets a
-    picture the matching video is hidden, and the other way round."""
-    out = {ui[k]: v for k, v in fields.items()}
-    for vid, img in PICTURES:
-        if img in fields or vid in fields:
-            still = fields.get(img) is not None
-            if img in fields:
-                out[ui[img]] = gr.update(value=fields[img], visible=still)
-            else:  # a video: any picture of an earlier job goes away
-                out[ui[img]] = gr.update(value=None, visible=False)
-            if vid in fields:
-                out[ui[vid]] = gr.update(value=fields[vid], visible=not still)
-    return out
+    return {ui[k]: v for k, v in fields.items() if k in OUTPUT_KEYS}
+
+
+def show_pictures(job):
+    """After a compress (or a reload): a picture's code is shown as pictures - the three picture
+    components visible with the job's pictures, the three videos hidden; a video's the other way."""
+    pics = jobs.pictures(job)
+    if pics is None:
+        return [gr.update(visible=True) for _ in PICTURES] + [gr.update(value=None, visible=False) for _ in PICTURES]
+    return [gr.update(visible=False) for _ in PICTURES] + [gr.update(value=pics[img], visible=True)
+                                                           for _vid, img in PICTURES]
 
 
 def make_compress(ui):
@@ -196,18 +194,7 @@ def restore_job(job_id):
     """On page load: the browser's job id (a new one if it has none), and its saved fit and last
     result if the server still has them (a page reload keeps the fit)."""
     jid, job, fields = jobs.restore(job_id)
-    return [jid, job] + [_restored(k, fields) for k in OUTPUT_KEYS if k != "job"]
-
-
-def _restored(key: str, fields: dict):
-    if key not in fields:
-        return gr.update()
-    for vid, img in PICTURES:  # a restored picture result shows pictures, a video result videos
-        if key == img:
-            return gr.update(value=fields[img], visible=fields[img] is not None)
-        if key == vid and img in fields:
-            return gr.update(value=fields[vid], visible=fields[img] is None)
-    return fields[key]
+    return [jid, job] + [fields.get(k, gr.update()) for k in OUTPUT_KEYS if k != "job"]
 
 
 @_guarded
@@ -385,9 +372,9 @@ def build_demo() -> gr.Blocks:
 
         ui = dict(job=job, status=status, notes=notes, code_file=code_file, code_text=code_text,
                   bytes_table=bytes_table, original=original, recon=recon, baseline=baseline,
-                  baseline_file=baseline_file, metrics=metrics, summary=summary, original_image=original_image,
-                  recon_image=recon_image, baseline_image=baseline_image)
+                  baseline_file=baseline_file, metrics=metrics, summary=summary)
         outputs = [ui[k] for k in OUTPUT_KEYS]
+        views = [original, recon, baseline, original_image, recon_image, baseline_image]
 
         est_inputs = [video, start, rate_mode, target_kb, fit_steps, refine, sample_steps, frames, batch, refine_steps,
                       size, segments]
@@ -402,11 +389,13 @@ def build_demo() -> gr.Blocks:
                  [video, caption, start, rate_mode, target_kb, fit_steps, refine, seed, sample_steps, frames, batch,
                   refine_steps, size, job, job_id, segments],
                  outputs, api_name="encode", concurrency_id="model", concurrency_limit=CONCURRENCY,
-                 show_progress="minimal", show_progress_on=[status])
+                 show_progress="minimal", show_progress_on=[status]).then(
+            show_pictures, job, views, api_visibility="private", queue=False)
         stop_btn.click(stop, job_id, status, api_name="stop", queue=False)
         more_btn.click(make_keep_improving(ui), [extra, job, job_id], outputs, api_name="keep_improving",
                        concurrency_id="model", concurrency_limit=CONCURRENCY, show_progress="minimal",
-                       show_progress_on=[status])
+                       show_progress_on=[status]).then(show_pictures, job, views, api_visibility="private",
+                                                       queue=False)
         send.click(lambda text: (text, None, gr.Tabs(selected="decode")), code_text, [in_text, in_file, tabs],
                    api_visibility="private", queue=False)
 
@@ -417,7 +406,8 @@ def build_demo() -> gr.Blocks:
                                  d_weights],
                    [d_video, d_file, d_status, d_report], api_name="decode", concurrency_id="model",
                    concurrency_limit=CONCURRENCY)
-        demo.load(restore_job, job_id, [job_id] + outputs, api_visibility="private", queue=False)
+        demo.load(restore_job, job_id, [job_id] + outputs, api_visibility="private", queue=False).then(
+            show_pictures, job, views, api_visibility="private", queue=False)
         demo.unload(_end_session)
     # room for a burst of requests (they wait their turn; a full queue rejects them)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=int(os.environ.get("LORA_CODEC_APP_QUEUE", "64")))

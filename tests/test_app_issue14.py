@@ -61,7 +61,7 @@ def test_long_clip_in_slices_and_decode_tab(appm, tmp_path):
     assert code.n_segments == 2 and code.output_frames == 33
     seg = f["summary"]["segments"]
     assert seg["segments"] == 2 and len(seg["fit_seconds_per_segment"]) == 2 and "psnr_boundary" in seg["seams"]
-    assert f["original_image"] is None and f["recon"].endswith(".mp4")
+    assert f["original_image"] is None and f["recon"].endswith(".mp4") and appm["jobs"].pictures(f["job"]) is None
     # keep improving is for one-segment fits
     with pytest.raises(Exception, match="one-segment"):
         _run(appm["jobs"].keep_improving(2, f["job"]))
@@ -84,7 +84,8 @@ def test_picture_shown_as_pictures(appm, tmp_path):
     assert "1 frames" in md or "a still picture" in md
     f = _run(appm["jobs"].compress(str(pic), **ARGS))
     assert f["status"].startswith("**Done.**"), f["status"]
-    assert f["original"] is None and f["recon"] is None and f["baseline"] is None
+    assert f["recon"] is None and f["baseline"] is None  # shown as pictures instead
+    assert appm["jobs"].pictures(f["job"])["recon_image"] == f["recon_image"]
     for k in ("original_image", "recon_image", "baseline_image"):
         with Image.open(f[k]) as im:
             assert im.size == (112, 64)

@@ -22,9 +22,10 @@ from . import text as T
 from .results import results
 
 OUTPUT_KEYS = ("job", "status", "notes", "code_file", "code_text", "bytes_table", "original", "recon",
-               "baseline", "baseline_file", "metrics", "summary",
-               # a still picture's code: the three pictures (None for a video; app.py shows one kind or the other)
-               "original_image", "recon_image", "baseline_image")
+               "baseline", "baseline_file", "metrics", "summary")
+# A still picture's result also holds its three pictures (None for a video). They are not outputs of
+# /encode (its outputs stay as they were); app.py shows them from the job after a compress.
+PICTURE_KEYS = ("original_image", "recon_image", "baseline_image")
 
 ACTIVE: dict[str, str] = {}  # session key or "job:<id>" -> job folder being fitted (for Stop)
 SESSION_DIRS: dict[str, set] = {}  # session key -> folders to delete when the session ends
@@ -186,11 +187,8 @@ def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, ref
     if R.TINY:
         new["notes"] = list(new["notes"]) + ["tiny backbone: random weights, no visual knowledge - the "
                                              "reconstruction is not meaningful"]
-    first = {"job": new, "original": rec["original"], "notes": T.bullets(new["notes"]),
-             "status": "**Starting the fit...**"}
-    if rec.get("still"):  # a picture is shown as a picture
-        first.update(original=None, original_image=rec["original_image"])
-    yield first
+    yield {"job": new, "original": rec["original"], "notes": T.bullets(new["notes"]),
+           "status": "**Starting the fit...**"}
     yield from run_job(new, session)
 
 
@@ -225,6 +223,15 @@ def stop(job_id=None, *, session: str = "anonymous") -> str:
         return "Nothing is fitting in this session."
     (Path(wd) / "STOP").write_text("stop")
     return "**Stopping** after the current step..."
+
+
+def pictures(job) -> dict | None:
+    """A finished picture job's three pictures ({"original_image", "recon_image", "baseline_image"}),
+    None when the job's last result is a video (or there is none)."""
+    last = (job or {}).get("last") or {} if isinstance(job, dict) else {}
+    if not last.get("recon_image"):
+        return None
+    return {k: last.get(k) for k in PICTURE_KEYS}
 
 
 def restore(job_id) -> tuple[str, dict | None, dict]:

@@ -131,9 +131,9 @@ def results(job: dict, out: dict, stopped: bool) -> dict:
         "code_file": str(code_path),
         "code_text": text,
         "bytes_table": rows,
-        "original": None if still else job["original"],
-        "recon": None if still else str(recon_path),
-        "baseline": None if still else str(base_view),
+        "original": job["original"],  # a picture: a one-frame video here, the pictures below (app.py)
+        "recon": str(recon_path) if not still else None,
+        "baseline": str(base_view) if not still else None,
         "baseline_file": str(base_file),
         "metrics": metrics,
         "summary": summary,
