@@ -112,7 +112,8 @@ def run(quick: bool = False, backbone: str = "small") -> dict:
     steps = 60 if quick else None  # None: the backbone's default fit
     out = {"backbone": bb.name + (" (NO visual knowledge: quality not meaningful)" if bb.is_tiny else ""),
            "device": "cpu" if bb.device.type == "cpu" else bb.device.type, "native_frames": bb.native.frames,
-           "fit_steps": steps or (bb.defaults.stage1_steps + bb.defaults.stage2_steps), "clips": {}}
+           "fit_steps": steps or (bb.defaults.stage1_steps + bb.defaults.stage2_steps), "default_fit": steps is None,
+           "clips": {}}
     for name, (path, caption, training) in CLIPS.items():
         overlaps = OVERLAPS if not training and not quick else OVERLAPS[:1]
         c = {"clip": str(path.relative_to(ROOT)), "training_material": training,
@@ -131,7 +132,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="60 fit steps per segment, one overlap")
     ap.add_argument("--backbone", default="small")
     a = ap.parse_args()
-    print(json.dumps(run(quick=a.quick, backbone=a.backbone), indent=1))
+    import datetime
+    import os
+
+    before = [round(x, 2) for x in os.getloadavg()]
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    out = run(quick=a.quick, backbone=a.backbone)
+    out["run"] = {"command": "python " + " ".join(["benchmarks/bench_long_clip.py", *sys.argv[1:]]),
+                  "date_utc": started, "loadavg_before": before,
+                  "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
