@@ -45,11 +45,12 @@ from .bitstream import Code, Segment, segmented
 from .errors import LimitError, LoraCodecError
 
 __all__ = ["DEFAULT_MAX_SECONDS", "DEFAULT_OVERLAP", "SegmentSettings", "plan_starts", "read_clip", "LongEncode",
-           "LongEncodeResult", "decode_segments", "parse_segment_range", "blend_segments", "seam_report",
+           "LongEncodeResult", "decode_segments", "parse_segment_range", "blend_segments", "Blender", "seam_report",
            "segment_info", "SegmentError"]
 
 DEFAULT_MAX_SECONDS = 60.0
 DEFAULT_OVERLAP = 1
+MAX_DECODED_BYTES = 4 << 30  # frames one decode may hold (as video.Limits.max_decoded_bytes): else decode a range
 STATE_KIND = "lora_codec segmented fit"
 STATE_VERSION = 1
 
@@ -636,29 +637,55 @@ def parse_segment_range(text, count: int) -> tuple[int, int]:
     return a - 1, b
 
 
+def _blend_frame(starts, seg_frames: int, pieces: dict, t: int) -> np.ndarray:
+    """Frame t from the decoded segments covering it (see `blend_segments`)."""
+    cover = [i for i in sorted(pieces) if starts[i] <= t < starts[i] + seg_frames]
+    if len(cover) == 1:
+        return pieces[cover[0]][t - starts[cover[0]]]
+    acc = np.zeros(pieces[cover[0]].shape[1:], dtype=np.float64)
+    wsum = 0.0
+    for i in cover:
+        w = float(min(t - starts[i] + 1, starts[i] + seg_frames - t))
+        acc += w * pieces[i][t - starts[i]]
+        wsum += w
+    return np.clip(np.rint(acc / wsum), 0, 255).astype(np.uint8)
+
+
+class Blender:
+    """Joins decoded segments `first..stop-1` (added in order) into one video as they come, holding
+    only the segments that later frames still need (a long clip never holds all its segments)."""
+
+    def __init__(self, starts, seg_frames: int, first: int, stop: int, frame_shape: tuple):
+        self.starts, self.F, self.first, self.stop = list(starts), int(seg_frames), first, stop
+        self.offset = self.starts[first]
+        self.out = np.empty((self.starts[stop - 1] + self.F - self.offset, *frame_shape), dtype=np.uint8)
+        self.pieces: dict[int, np.ndarray] = {}
+        self.next_frame = self.offset
+
+    def add(self, i: int, frames: np.ndarray) -> None:
+        self.pieces[i] = frames
+        upto = self.starts[i + 1] if i + 1 < self.stop else self.starts[i] + self.F  # frames final from now on
+        for t in range(self.next_frame, upto):
+            self.out[t - self.offset] = _blend_frame(self.starts, self.F, self.pieces, t)
+        self.next_frame = upto
+        for j in [j for j in self.pieces if self.starts[j] + self.F <= upto]:
+            del self.pieces[j]
+
+    def result(self) -> tuple[np.ndarray, int]:
+        return self.out, self.offset
+
+
 def blend_segments(starts, seg_frames: int, decoded: dict[int, np.ndarray]) -> tuple[np.ndarray, int]:
-    """Put decoded segments (index -> uint8 [F, H, W, 3]) together: (frames from the first decoded
-    segment's start to the last one's end, that first frame's index). A frame covered by several decoded
-    segments is their weighted mean, a segment's weight at frame t being min(t - start + 1, start + F - t)
-    (frames from its nearer end), rounded to uint8; a frame covered by one segment is that segment's."""
+    """Put decoded segments (index -> uint8 [F, H, W, 3], consecutive indices) together: (frames from
+    the first decoded segment's start to the last one's end, that first frame's index). A frame covered
+    by several decoded segments is their weighted mean, a segment's weight at frame t being
+    min(t - start + 1, start + F - t) (frames from its nearer end), rounded to uint8; a frame covered
+    by one segment is that segment's."""
     idx = sorted(decoded)
-    first, last = starts[idx[0]], starts[idx[-1]] + seg_frames
-    sample = decoded[idx[0]]
-    out = np.empty((last - first, *sample.shape[1:]), dtype=np.uint8)
-    for t in range(first, last):
-        cover = [i for i in idx if starts[i] <= t < starts[i] + seg_frames]
-        if len(cover) == 1:
-            i = cover[0]
-            out[t - first] = decoded[i][t - starts[i]]
-            continue
-        acc = np.zeros(sample.shape[1:], dtype=np.float64)
-        wsum = 0.0
-        for i in cover:
-            w = float(min(t - starts[i] + 1, starts[i] + seg_frames - t))
-            acc += w * decoded[i][t - starts[i]]
-            wsum += w
-        out[t - first] = np.clip(np.rint(acc / wsum), 0, 255).astype(np.uint8)
-    return out, first
+    b = Blender(starts, seg_frames, idx[0], idx[-1] + 1, decoded[idx[0]].shape[1:])
+    for i in idx:
+        b.add(i, decoded[i])
+    return b.result()
 
 
 def decode_segments(raw: bytes, code: Code, *, backbone, steps: int | None = None, caption: str | None = None,
@@ -697,10 +724,16 @@ def decode_segments(raw: bytes, code: Code, *, backbone, steps: int | None = Non
     first, stop = parse_segment_range(segments, code.n_segments)
     starts = [s.start for s in code.segment_list]
     text = code.caption if caption is None else caption
+    out_frames = starts[stop - 1] + code.frames - starts[first]
+    out_bytes = out_frames * code.height * code.width * 3
+    if out_bytes > MAX_DECODED_BYTES:
+        raise LimitError(f"decoding segments {first + 1}-{stop} gives {out_frames} frames of {code.width}x{code.height} "
+                         f"({out_bytes / 2**30:.1f} GiB), over the limit of {MAX_DECODED_BYTES / 2**30:g} GiB; decode a "
+                         "range of segments at a time (--segments)")
     t0 = time.perf_counter()
     shape = backbone.latent_shape(geom)
     adapter = MergedAdapter(backbone.transformer, codes, w)
-    decoded: dict[int, np.ndarray] = {}
+    blender = None
     latents = None
     count = stop - first
     try:
@@ -714,10 +747,13 @@ def decode_segments(raw: bytes, code: Code, *, backbone, steps: int | None = Non
             require_finite(latents, f"segment {i + 1}'s sampled latents")
             video = backbone.decode_latents(latents)
             require_finite(video, f"segment {i + 1}'s decoded frames")
-            decoded[i] = tensor_to_video(video)
+            piece = tensor_to_video(video)
+            if blender is None:
+                blender = Blender(starts, code.frames, first, stop, piece.shape[1:])
+            blender.add(i, piece)
     finally:
         backbone.pipe.transformer = adapter.detach()
-    frames, first_frame = blend_segments(starts, code.frames, decoded)
+    frames, first_frame = blender.result()
     fps = Fraction(code.fps_num, code.fps_den)
     report = describe(raw)
     report.update(decode_seconds=round(time.perf_counter() - t0, 3), decode_steps=steps, decode_caption=text,

@@ -85,6 +85,27 @@ def test_blend():
     assert [int(out[t, 0, 0, 0]) for t in range(7)] == [10, 10, 15, 20, 25, 30, 30]
     out, first = segments.blend_segments([0, 2], F, {1: b})  # a range: the decoded segment alone
     assert first == 2 and out.shape[0] == F and (out == 30).all()
+    # joined as they come: only the segments later frames still need are held
+    starts = segments.plan_starts(41, F, 1)
+    bl = segments.Blender(starts, F, 0, len(starts), (H, W, 3))
+    held = []
+    for i in range(len(starts)):
+        bl.add(i, np.full((F, H, W, 3), 10 * i, np.uint8))
+        held.append(len(bl.pieces))
+    out, first = bl.result()
+    assert out.shape[0] == 41 and max(held) <= 2 and out[-1, 0, 0, 0] == 10 * (len(starts) - 1)
+
+
+def test_decode_refuses_an_output_over_the_limit(monkeypatch, tiny):
+    base = read_code(sample_code(seed=4))
+    import dataclasses
+
+    big = segmented(dataclasses.replace(base, fingerprint=tiny.fingerprint), _segs(d=2048), 49)
+    monkeypatch.setattr(segments, "MAX_DECODED_BYTES", 10 * 112 * 64 * 3)
+    with pytest.raises(LoraCodecError, match="decode a range"):
+        decode(write_code(big), backbone=tiny)
+    monkeypatch.undo()
+    assert not any("unilora" in k for k in tiny.transformer.state_dict())  # nothing was attached
 
 
 def test_segment_range_parsing():
