@@ -445,7 +445,8 @@ class EncodeSession:
 def encode(video, settings: EncodeSettings | None = None, *, callback=None, resume=None, save_state=None,
            max_steps: int | None = None, backbone: Backbone | None = None, limits=None) -> EncodeResult | None:
     """Encode a clip (path or `video.Clip`) into a code. Returns None when stopped early by
-    `max_steps` (the state is then written to `save_state`)."""
+    `max_steps` (the state is then written to `save_state`). Codes at most the backbone's native length
+    (the clip's first frames); `segments.encode` codes a clip of any length (and pictures) as segments."""
     settings = settings or EncodeSettings()
     with EncodeSession.start(video, settings, backbone=backbone, limits=limits) as session:
         if resume is not None:
