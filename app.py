@@ -4,8 +4,10 @@ A thin UI: the page's layout and its callbacks. The work is in the package, `lor
 (one concern per module: `runtime` the model, `gpu` the GPU functions, `jobs` compress jobs in
 slices, `results` what a finished job shows, `decoding` the Decode tab's work, `forms` input checks,
 `uploads` the clip preview, `text` the page's sentences) over the library API (`lora_codec.codec`).
-Compress: a clip -> a code (file and text form), where its bytes went, the reconstruction, and x265
-at the same number of bytes. Decode: any code -> video, with another caption if wanted.
+Compress: a clip (or a picture; a long clip as segments) -> a code (file and text form), where its
+bytes went, the reconstruction, and x265 (a picture codec for a picture) at the same number of bytes.
+Decode: any code -> video, with another caption, a long clip's segment range, or merged with another
+code if wanted (editing).
 
 ZeroGPU: the backbone is loaded at import (`lora_codec.app.runtime`); every function that runs the
 model is decorated with `spaces.GPU` (`lora_codec.app.gpu`). Off ZeroGPU the decorator is a no-op,
@@ -124,10 +126,11 @@ def _end_session(request: gr.Request) -> None:
 
 @_guarded
 def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, sample_steps, frames, batch,
-             refine_steps=0, size=None) -> str:
-    """Markdown: what a compress with these settings will cost, before it starts."""
+             refine_steps=0, size=None, segments=1) -> str:
+    """Markdown: what a compress with these settings will cost, before it starts (per segment for a
+    long clip)."""
     return T.estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, sample_steps,
-                               frames, batch, refine_steps, size)
+                               frames, batch, refine_steps, size, segments)
 
 
 def clip_preview(path, request: gr.Request = None):
@@ -137,18 +140,33 @@ def clip_preview(path, request: gr.Request = None):
     return uploads.clip_preview(path, _new_dir(request, "preview"), playable=processing_utils.video_is_playable)
 
 
+PICTURES = (("original", "original_image"), ("recon", "recon_image"), ("baseline", "baseline_image"))
+
+
 def _to(ui, fields: dict) -> dict:
-    return {ui[k]: v for k, v in fields.items()}
+    return {ui[k]: v for k, v in fields.items() if k in OUTPUT_KEYS}
+
+
+def show_pictures(job):
+    """After a compress (or a reload): a picture's code is shown as pictures - the three picture
+    components visible with the job's pictures, the three videos hidden; a video's the other way."""
+    pics = jobs.pictures(job)
+    if pics is None:
+        return [gr.update(visible=True) for _ in PICTURES] + [gr.update(value=None, visible=False) for _ in PICTURES]
+    return [gr.update(visible=False) for _ in PICTURES] + [gr.update(value=pics[img], visible=True)
+                                                           for _vid, img in PICTURES]
 
 
 def make_compress(ui):
     @_guarded
     def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, seed, sample_steps,
-                 frames, batch, refine_steps, size=None, job=None, job_id=None, request: gr.Request = None):
+                 frames, batch, refine_steps, size=None, job=None, job_id=None, segments=1,
+                 request: gr.Request = None):
         """Fit a code to the clip (stoppable, resumable), then show the code, its bytes, the
-        reconstruction and x265 at the same size."""
+        reconstruction and x265 at the same size (a picture: a picture codec). `segments` > 1: that
+        many segments of a long clip in one code."""
         for fields in jobs.compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2,
-                                    seed, sample_steps, frames, batch, refine_steps, size, job, job_id,
+                                    seed, sample_steps, frames, batch, refine_steps, size, job, job_id, segments,
                                     session=_session_key(request)):
             yield _to(ui, fields)
 
@@ -187,11 +205,13 @@ def describe_code(code_file, code_text):
 
 
 @_guarded
-def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, request: gr.Request):
+def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, segments=None, merge_file=None,
+                merge_weights=None, request: gr.Request = None):
     """Decode a code (file or text) to a video; optionally other sampling steps, part of the
-    refinement track, or another caption (editing)."""
+    refinement track, another caption (editing), a long clip's segments ('2-3'), or merged with
+    another code (editing: the updates add, `merge_weights` '0.5, 0.5', this code's first)."""
     path, msg, rep = decoding.decode_code(code_file, code_text, steps, refine_mode, refine_k, caption,
-                                          _new_dir(request, "decode")())
+                                          _new_dir(request, "decode")(), segments, merge_file, merge_weights)
     return path, path, msg, rep
 
 
@@ -236,6 +256,10 @@ def build_demo() -> gr.Blocks:
                             frames = gr.Slider(frames_min, frames_max, value=DEFAULT_FRAMES, step=4,
                                                label="Frames to code",
                                                info=f"4k+1, at most the model's native {frames_max}")
+                            segments = gr.Slider(1, F.MAX_SEGMENTS, value=1, step=1, label="Segments (long clips)",
+                                                 elem_id="segments",
+                                                 info=f"more than 1: that many segments of {frames_max} frames from "
+                                                      "the start time, a fit each, in one code")
                         size_choices, size_default = F.size_choices()
                         size = gr.Dropdown(size_choices, value=size_default, label="Size (width x height)",
                                            elem_id="size",
@@ -294,6 +318,13 @@ def build_demo() -> gr.Blocks:
                                      buttons=["download"], elem_id="recon")
                     baseline = gr.Video(label="x265 at the same bytes (shown as H.264)", interactive=False,
                                         height=240, elem_id="baseline")
+                    # a still picture's code: shown as pictures (the videos are hidden then)
+                    original_image = gr.Image(label="Original picture (as coded)", interactive=False, height=240,
+                                              visible=False, elem_id="original-image", type="filepath")
+                    recon_image = gr.Image(label="lora_codec reconstruction", interactive=False, height=240,
+                                           visible=False, elem_id="recon-image", type="filepath")
+                    baseline_image = gr.Image(label="a picture codec at the same bytes", interactive=False, height=240,
+                                              visible=False, elem_id="baseline-image", type="filepath")
                 metrics = gr.DataFrame(headers=S.METRIC_HEADERS, label="Quality at equal size",
                                        interactive=False, elem_id="metrics", wrap=True)
                 with gr.Accordion("The x265 file and details", open=False):
@@ -320,6 +351,15 @@ def build_demo() -> gr.Blocks:
                                                    interactive=DECODE_HAS_REFINE)
                         d_caption = gr.Textbox(label="Decode with another caption (editing; empty = the stored one)",
                                                lines=2, max_length=LIMITS.max_caption_bytes, elem_id="decode-caption")
+                        d_segments = gr.Textbox(label="Segments of a long clip (e.g. 2-3; empty = all)", max_lines=1,
+                                                elem_id="decode-segments")
+                        with gr.Accordion("Merge with another code (editing)", open=False):
+                            d_merge = gr.File(label="Code to merge (.vov): both adapters at once, the updates add",
+                                              file_types=[".vov", ".txt", ".bin"], elem_id="decode-merge")
+                            d_weights = gr.Textbox(label="Weights (this code, the merged one)", value="1, 1",
+                                                   max_lines=1, elem_id="decode-weights",
+                                                   info="e.g. 0.5, 0.5; same backbone, geometry and adapter "
+                                                        "structure needed")
                         d_go = gr.Button("Decode", variant="primary", elem_id="decode-btn")
                     with gr.Column(scale=2):
                         d_status = gr.Markdown("", label="decode status", elem_id="decode-status")
@@ -334,9 +374,10 @@ def build_demo() -> gr.Blocks:
                   bytes_table=bytes_table, original=original, recon=recon, baseline=baseline,
                   baseline_file=baseline_file, metrics=metrics, summary=summary)
         outputs = [ui[k] for k in OUTPUT_KEYS]
+        views = [original, recon, baseline, original_image, recon_image, baseline_image]
 
         est_inputs = [video, start, rate_mode, target_kb, fit_steps, refine, sample_steps, frames, batch, refine_steps,
-                      size]
+                      size, segments]
         gr.on([demo.load] + [comp.change for comp in est_inputs], estimate, est_inputs, estimate_md,
               api_name="estimate", show_progress="hidden", concurrency_id="light", concurrency_limit=8,
               trigger_mode="always_last")
@@ -346,23 +387,27 @@ def build_demo() -> gr.Blocks:
 
         go.click(make_compress(ui),
                  [video, caption, start, rate_mode, target_kb, fit_steps, refine, seed, sample_steps, frames, batch,
-                  refine_steps, size, job, job_id],
+                  refine_steps, size, job, job_id, segments],
                  outputs, api_name="encode", concurrency_id="model", concurrency_limit=CONCURRENCY,
-                 show_progress="minimal", show_progress_on=[status])
+                 show_progress="minimal", show_progress_on=[status]).then(
+            show_pictures, job, views, api_visibility="private", queue=False)
         stop_btn.click(stop, job_id, status, api_name="stop", queue=False)
         more_btn.click(make_keep_improving(ui), [extra, job, job_id], outputs, api_name="keep_improving",
                        concurrency_id="model", concurrency_limit=CONCURRENCY, show_progress="minimal",
-                       show_progress_on=[status])
+                       show_progress_on=[status]).then(show_pictures, job, views, api_visibility="private",
+                                                       queue=False)
         send.click(lambda text: (text, None, gr.Tabs(selected="decode")), code_text, [in_text, in_file, tabs],
                    api_visibility="private", queue=False)
 
         gr.on([in_file.change, in_text.change], describe_code, [in_file, in_text], [code_info, d_info, d_refine_k],
               api_name="describe_code", show_progress="hidden", concurrency_id="light", concurrency_limit=8,
               trigger_mode="always_last")
-        d_go.click(decode_code, [in_file, in_text, d_steps, d_refine_mode, d_refine_k, d_caption],
+        d_go.click(decode_code, [in_file, in_text, d_steps, d_refine_mode, d_refine_k, d_caption, d_segments, d_merge,
+                                 d_weights],
                    [d_video, d_file, d_status, d_report], api_name="decode", concurrency_id="model",
                    concurrency_limit=CONCURRENCY)
-        demo.load(restore_job, job_id, [job_id] + outputs, api_visibility="private", queue=False)
+        demo.load(restore_job, job_id, [job_id] + outputs, api_visibility="private", queue=False).then(
+            show_pictures, job, views, api_visibility="private", queue=False)
         demo.unload(_end_session)
     # room for a burst of requests (they wait their turn; a full queue rejects them)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=int(os.environ.get("LORA_CODEC_APP_QUEUE", "64")))

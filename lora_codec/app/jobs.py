@@ -23,6 +23,9 @@ from .results import results
 
 OUTPUT_KEYS = ("job", "status", "notes", "code_file", "code_text", "bytes_table", "original", "recon",
                "baseline", "baseline_file", "metrics", "summary")
+# A still picture's result also holds its three pictures (None for a video). They are not outputs of
+# /encode (its outputs stay as they were); app.py shows them from the job after a compress.
+PICTURE_KEYS = ("original_image", "recon_image", "baseline_image")
 
 ACTIVE: dict[str, str] = {}  # session key or "job:<id>" -> job folder being fitted (for Stop)
 SESSION_DIRS: dict[str, set] = {}  # session key -> folders to delete when the session ends
@@ -150,9 +153,12 @@ def run_job(job: dict, session: str):
 
 
 def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, seed, sample_steps,
-             frames, batch, refine_steps, size=None, job=None, job_id=None, *, session: str = "anonymous"):
-    """A new job from the Compress form: read the clip, then `run_job`. Yields fields."""
+             frames, batch, refine_steps, size=None, job=None, job_id=None, segments=1, *,
+             session: str = "anonymous"):
+    """A new job from the Compress form: read the clip, then `run_job`. Yields fields. `segments` > 1
+    codes that many consecutive segments of a long clip (each with `fit_steps` steps) into one code."""
     path = S.check_upload(video)
+    segments = F.int_in("segments", segments or 1, 1, F.MAX_SEGMENTS)
     settings = F.encode_settings(caption=caption, rate_mode=rate_mode, target_kb=target_kb, fit_steps=fit_steps,
                                  refine_log2=refine_log2, seed=seed, sample_steps=sample_steps, batch=batch,
                                  refine_steps=refine_steps)
@@ -167,12 +173,17 @@ def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, ref
         wd = S.new_workdir("job")
         track_dir(session, wd)
     yield {"status": "**Reading the clip...**"}
-    rec = S.prepare_clip(path, wd, R.BACKBONE, start_seconds=start_seconds, max_frames=frames, size=F.size_arg(size))
+    rec = S.prepare_clip(path, wd, R.BACKBONE, start_seconds=start_seconds, max_frames=frames, size=F.size_arg(size),
+                         segments=segments)
     settings["size"] = list(rec["size"])  # every GPU call codes the stored clip at this size
+    if rec.get("segments", 1) > 1 and settings.get("refine_n"):
+        raise LimitError("a refinement track is for one-segment codes: set the refinement candidates to off, or code "
+                         "one segment")
     new = dict(rec)
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(path).stem)[:40] or "clip"
     new.update(dir=str(wd), state=str(wd / "fit_state.safetensors"), settings=settings,
-               target_steps=fit_steps, steps_done=0, fit_done=False, name=stem, version=0, job_id=jid)
+               target_steps=fit_steps * int(rec.get("segments", 1)), steps_done=0, fit_done=False, name=stem,
+               version=0, job_id=jid)
     if R.TINY:
         new["notes"] = list(new["notes"]) + ["tiny backbone: random weights, no visual knowledge - the "
                                              "reconstruction is not meaningful"]
@@ -212,6 +223,15 @@ def stop(job_id=None, *, session: str = "anonymous") -> str:
         return "Nothing is fitting in this session."
     (Path(wd) / "STOP").write_text("stop")
     return "**Stopping** after the current step..."
+
+
+def pictures(job) -> dict | None:
+    """A finished picture job's three pictures ({"original_image", "recon_image", "baseline_image"}),
+    None when the job's last result is a video (or there is none)."""
+    last = (job or {}).get("last") or {} if isinstance(job, dict) else {}
+    if not last.get("recon_image"):
+        return None
+    return {k: last.get(k) for k in PICTURE_KEYS}
 
 
 def restore(job_id) -> tuple[str, dict | None, dict]:
