@@ -5,8 +5,10 @@ A thin UI: the page's layout and its callbacks. The work is in the package, `lor
 server independently of the page, `jobs` compress jobs in slices, `results` what a finished job shows,
 `decoding` the Decode tab's work, `forms` input checks, `uploads` what is said at upload, `text` the
 page's sentences) over the library API (`lora_codec.codec`).
-Compress: a clip -> a code (file and text form), where its bytes went, the reconstruction, and x265
-at the same number of bytes. Decode: any code -> video, with another caption if wanted.
+Compress: a clip (or a picture; a long clip as segments) -> a code (file and text form), where its
+bytes went, the reconstruction, and x265 (a picture codec for a picture) at the same number of bytes.
+Decode: any code -> video, with another caption, a long clip's segment range, or merged with another
+code if wanted (editing).
 
 ZeroGPU: the backbone is loaded at import (`lora_codec.app.runtime`); every function that runs the
 model is decorated with `spaces.GPU` (`lora_codec.app.gpu`). Off ZeroGPU the decorator is a no-op,
@@ -144,10 +146,11 @@ jobs.RUNNER.on_thread_start = _untie_from_page_event
 
 @_guarded
 def estimate(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, sample_steps, frames, batch,
-             refine_steps=0, size=None, caption=None) -> str:
-    """Markdown: what a compress with these settings will cost, before it starts."""
+             refine_steps=0, size=None, segments=1, caption=None) -> str:
+    """Markdown: what a compress with these settings will cost, before it starts (per segment for a
+    long clip; a size target that cannot be met is said here, before any work)."""
     return T.estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, sample_steps,
-                               frames, batch, refine_steps, size, caption)
+                               frames, batch, refine_steps, size, segments, caption)
 
 
 def clip_preview(path, request: gr.Request = None):
@@ -216,13 +219,29 @@ def _stream(ui, fields_iter, status, *, what: str, controls: list | None = None,
         raise err from None
 
 
+PICTURES = (("original", "original_image"), ("recon", "recon_image"), ("baseline", "baseline_image"))
+
+
+def show_pictures(job):
+    """Whenever the job changes (a compress, a reload): a picture's code is shown as pictures - the
+    three picture components visible with the job's pictures, the three videos hidden; a video's the
+    other way."""
+    pics = jobs.pictures(job)
+    if pics is None:
+        return [gr.update(visible=True) for _ in PICTURES] + [gr.update(value=None, visible=False) for _ in PICTURES]
+    return [gr.update(visible=False) for _ in PICTURES] + [gr.update(value=pics[img], visible=True)
+                                                           for _vid, img in PICTURES]
+
+
 def make_compress(ui):
     def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, seed, sample_steps,
-                 frames, batch, refine_steps, size=None, job=None, job_id=None, request: gr.Request = None):
+                 frames, batch, refine_steps, size=None, job=None, job_id=None, segments=1,
+                 request: gr.Request = None):
         """Fit a code to the clip (on the server: stoppable, resumable, kept across a page reload),
-        then show the code, its bytes, the reconstruction and x265 at the same size."""
+        then show the code, its bytes, the reconstruction and x265 at the same size (a picture: a
+        picture codec). `segments` > 1: that many segments of a long clip in one code."""
         fields = jobs.compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, seed,
-                               sample_steps, frames, batch, refine_steps, size, job, job_id,
+                               sample_steps, frames, batch, refine_steps, size, job, job_id, segments,
                                session=_session_key(request))
         yield from _stream(ui, fields, ui["status"], what="Could not compress")
 
@@ -297,19 +316,22 @@ def describe_code(code_file, code_text):
 
 
 def decode_controls(code_file, code_text):
-    """The refinement controls reflect the code: off (with the reason) for a code without a track."""
+    """The Decode tab's controls reflect the code: the refinement choice off (with the reason) for a
+    code without a track; the segment range only for a long clip's code."""
     _md, _info, track = decoding.describe_code(code_file, code_text)
+    n = track["segments"]
+    seg = gr.update(visible=n > 1, label=f"Segments to decode (this code has {n}; e.g. 2-3; empty = all)")
     if not track["valid"]:
         return (gr.update(interactive=False, info="enter a code first"), gr.update(interactive=False),
-                gr.update(info="0 = as stored in the code"))
+                gr.update(info="0 = as stored in the code"), seg)
     if not track["track"]:
         return (gr.update(value="all", interactive=False, info="this code has no refinement track"),
                 gr.update(interactive=False, visible=False),
-                gr.update(info="0 = as stored in the code"))
+                gr.update(info="0 = as stored in the code"), seg)
     return (gr.update(interactive=R_DECODE_REFINE, info=f"the track covers {track['count']} of its "
                       f"{track['steps']} sampling steps"),
             gr.update(interactive=R_DECODE_REFINE, visible=True, maximum=max(1, track["count"])),
-            gr.update(info=f"0 = as stored; replaying the track needs its {track['steps']} steps"))
+            gr.update(info=f"0 = as stored; replaying the track needs its {track['steps']} steps"), seg)
 
 
 R_DECODE_REFINE = DECODE_HAS_REFINE
@@ -348,13 +370,16 @@ LOAD_CODE_JS = f"""() => {{
 }}"""
 
 
-def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, request: gr.Request = None):
+def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, segments=None, merge_file=None,
+                merge_weights=None, request: gr.Request = None):
     """Decode a code (file or text) to a video; optionally other sampling steps, part of the
-    refinement track, or another caption (editing). The status says what was used."""
+    refinement track, another caption (editing), a long clip's segments ('2-3'), or merged with
+    another code (editing: the updates add, `merge_weights` '0.5, 0.5', this code's first). The
+    status says what was used."""
     yield None, None, "**Decoding...**", None
     try:
         path, msg, rep = decoding.decode_code(code_file, code_text, steps, refine_mode, refine_k, caption,
-                                              _new_dir(request, "decode")())
+                                              _new_dir(request, "decode")(), segments, merge_file, merge_weights)
     except Exception as exc:
         err = _as_gr_error(exc)
         yield None, None, T.error_status(err.message, what="Could not decode"), None
@@ -427,6 +452,10 @@ def build_demo() -> gr.Blocks:
                             frames = gr.Slider(frames_min, frames_max, value=DEFAULT_FRAMES, step=4,
                                                label="Frames to code", elem_id="frames",
                                                info=f"at most {frames_max} (1 more than a multiple of 4)")
+                            segments = gr.Slider(1, F.MAX_SEGMENTS, value=1, step=1, label="Segments (long clips)",
+                                                 elem_id="segments",
+                                                 info=f"more than 1: that many segments of {frames_max} frames from "
+                                                      "the start time, a fit each, in one code")
                         size_choices, size_default = F.size_choices()
                         size = gr.Dropdown(size_choices, value=size_default, label="Picture size (width x height)",
                                            elem_id="size",
@@ -508,6 +537,13 @@ def build_demo() -> gr.Blocks:
                                      buttons=["download"], elem_id="recon")
                     baseline = gr.Video(label="x265 at the same bytes (shown as H.264)", interactive=False,
                                         height=240, elem_id="baseline")
+                    # a still picture's code: shown as pictures (the videos are hidden then)
+                    original_image = gr.Image(label="Original picture (as coded)", interactive=False, height=240,
+                                              visible=False, elem_id="original-image", type="filepath")
+                    recon_image = gr.Image(label="lora_codec reconstruction", interactive=False, height=240,
+                                           visible=False, elem_id="recon-image", type="filepath")
+                    baseline_image = gr.Image(label="a picture codec at the same bytes", interactive=False, height=240,
+                                              visible=False, elem_id="baseline-image", type="filepath")
                 metrics = gr.DataFrame(headers=S.METRIC_HEADERS, label="Quality at equal size",
                                        interactive=False, elem_id="metrics", wrap=True,
                                        column_widths=["120px", "80px", "100px", "90px", "460px"])
@@ -534,6 +570,15 @@ def build_demo() -> gr.Blocks:
                                                    elem_id="decode-k")
                         d_caption = gr.Textbox(label="Decode with another caption (editing; empty = the stored one)",
                                                lines=2, elem_id="decode-caption")
+                        d_segments = gr.Textbox(label="Segments of a long clip (e.g. 2-3; empty = all)", max_lines=1,
+                                                elem_id="decode-segments", visible=False)  # a long clip's code
+                        with gr.Accordion("Merge with another code (editing)", open=False):
+                            d_merge = gr.File(label="Code to merge (.vov): both adapters at once, the updates add",
+                                              file_types=[".vov", ".txt", ".bin"], elem_id="decode-merge")
+                            d_weights = gr.Textbox(label="Weights (this code, the merged one)", value="1, 1",
+                                                   max_lines=1, elem_id="decode-weights",
+                                                   info="e.g. 0.5, 0.5; same backbone, geometry and adapter "
+                                                        "structure needed")
                     with gr.Column(scale=2):
                         d_status = gr.Markdown("", label="decode status", elem_id="decode-status",
                                                elem_classes=["lc-status"])
@@ -554,10 +599,11 @@ def build_demo() -> gr.Blocks:
         light = dict(concurrency_id="light", concurrency_limit=8, trigger_mode="always_last", show_progress="hidden")
         # following a fit holds no model (a thread each, of Gradio's 40): many pages may follow theirs at once
         follow = dict(concurrency_id="follow", concurrency_limit=16, show_progress="hidden")
+        views = [original, recon, baseline, original_image, recon_image, baseline_image]
 
         # -- before a compress: the estimate, the clip, the caption, the size controls
         est_inputs = [video, start, rate_mode, target_kb, fit_steps, refine, sample_steps, frames, batch, refine_steps,
-                      size, caption]
+                      size, segments, caption]
         gr.on([demo.load] + [comp.change for comp in est_inputs], estimate, est_inputs, estimate_md,
               api_name="estimate", **light)
         video.change(clip_preview, video, clip_view, api_visibility="private", concurrency_id="light",
@@ -579,7 +625,7 @@ def build_demo() -> gr.Blocks:
         run = go.click(ensure_job_id, job_id, job_id, **quick).then(controls_busy, None, controls, **quick).then(
             make_compress(ui),
             [video, caption, start, rate_mode, target_kb, fit_steps, refine, seed, sample_steps, frames, batch,
-             refine_steps, size, job, job_id],
+             refine_steps, size, job, job_id, segments],
             outputs, api_name="encode", **follow)
         run.then(controls_now, [job, job_id], controls, **quick)
         run.failure(controls_now, [job, job_id], controls, **quick)
@@ -600,12 +646,13 @@ def build_demo() -> gr.Blocks:
         gr.on([in_file.change, in_text.change], describe_code, [in_file, in_text], [code_info, d_info, d_refine_k],
               api_name="describe_code", **light)
         gr.on([in_file.change, in_text.change], decode_controls, [in_file, in_text],
-              [d_refine_mode, d_refine_k, d_steps], api_visibility="private", **light)
+              [d_refine_mode, d_refine_k, d_steps, d_segments], api_visibility="private", **light)
         gr.on([in_file.change, in_text.change], remember_code, [in_file, in_text], decode_saved,
               api_visibility="private", **light)
         decode_saved.change(None, decode_saved, None, js=SAVE_CODE_JS, **quick)
         in_text.change(None, in_text, None, js=SAVE_CODE_JS, **quick)  # at once (a file's text: above)
-        d_go.click(decode_code, [in_file, in_text, d_steps, d_refine_mode, d_refine_k, d_caption],
+        d_go.click(decode_code, [in_file, in_text, d_steps, d_refine_mode, d_refine_k, d_caption, d_segments, d_merge,
+                                 d_weights],
                    [d_video, d_file, d_status, d_report], api_name="decode", concurrency_id="model",
                    concurrency_limit=CONCURRENCY, show_progress="hidden")
 
@@ -613,6 +660,7 @@ def build_demo() -> gr.Blocks:
         demo.load(None, None, in_text, js=LOAD_CODE_JS, **quick)
         demo.load(open_page, None, [tabs, d_status], **quick)
         demo.load(make_attach(ui, controls), job_id, outputs + controls, api_visibility="private", **follow)
+        job.change(show_pictures, job, views, **quick)  # a picture's code is shown as pictures
         demo.unload(_end_session)
     # room for a burst of requests (they wait their turn; a full queue rejects them)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=int(os.environ.get("LORA_CODEC_APP_QUEUE", "64")))

@@ -833,13 +833,20 @@ def allowed_frame_counts(backbone) -> list[int]:
 
 
 def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_frames: int,
-                 size: tuple[int, int] | None = None) -> dict:
+                 size: tuple[int, int] | None = None, segments: int = 1) -> dict:
     """Read the clip (app limits), keep at most `max_frames` frames (4k+1, at most the native length)
     from `start_seconds`, resize + crop it to the coded geometry (`size`: a landscape (width, height)
     preset, turned to the clip's orientation; None = native) and store it in the job folder, so that
     every GPU call of the fit sees exactly the same frames. Returns the clip's record, whose `size`
-    is the coded (width, height) the encode settings must carry."""
-    from .video import fit_to_geometry, read_video, write_video
+    is the coded (width, height) the encode settings must carry.
+
+    `segments` > 1 (a long clip): code that many consecutive segments of the native length (sharing
+    one frame, lora_codec/segments.py) from `start_seconds` - every frame read is kept and the record
+    says `segments`, `total_frames` and the segments' `starts`. A still picture (PNG, JPEG, WebP) is one
+    frame (`still` true; also stored as `original.png`)."""
+    from .segments import plan_starts
+    from .stills import is_still_image, read_input
+    from .video import fit_to_geometry, write_video
 
     p = check_upload(path)
     try:
@@ -849,27 +856,40 @@ def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_fra
     if start_seconds < 0 or not math.isfinite(start_seconds):
         raise LimitError("the start time must be >= 0")
     native = backbone.native.frames
+    segments = max(1, int(segments or 1))
     max_frames = int(max_frames or native)
     max_frames = max(1, min(native, max_frames))
-    clip = read_video(p, start_seconds=start_seconds, max_frames=max_frames, limits=LIMITS.video_limits())
+    if segments > 1:  # k segments sharing one frame each: k (F - 1) + 1 frames
+        max_frames = segments * (native - 1) + 1
+    clip = read_input(p, start_seconds=start_seconds, max_frames=max_frames, limits=LIMITS.video_limits())
+    still = is_still_image(p)
     notes = list(clip.notes)
     t, h, w = clip.frames.shape[:3]
     geom = backbone.coded_geometry(t, h, w, size=oriented(size, h, w) if size else None)
-    frames = fit_to_geometry(clip.frames, geom.frames, geom.height, geom.width)
-    if geom.frames < clip.frames.shape[0]:
+    starts = plan_starts(t, geom.frames, 1) if t > native else (0,)
+    total = t if len(starts) > 1 else geom.frames
+    frames = fit_to_geometry(clip.frames, total, geom.height, geom.width)
+    if len(starts) > 1:
+        notes.append(f"a long clip: {t} frames coded as {len(starts)} segments of {geom.frames} frames (a fit each, "
+                     "one after the other), blended where they meet")
+    elif geom.frames < clip.frames.shape[0]:
         notes.append(f"kept {geom.frames} of the {clip.frames.shape[0]} frames read (the model codes 4k+1 frames)")
     info = None
-    try:
-        info = probe(p)
-    except LoraCodecError:
-        pass
+    if not still:
+        try:
+            info = probe(p)
+        except LoraCodecError:
+            pass
     if info and info.seconds:
-        coded_s = geom.frames / float(clip.fps)
+        coded_s = total / float(clip.fps)
         if start_seconds + coded_s < info.seconds - 0.5 / float(clip.fps):
+            per = native - 1
+            left = max(1, int((info.seconds - start_seconds) * float(clip.fps)))
+            need = max(1, -(-(left - 1) // per))
             notes.append(
                 f"the clip is {info.seconds:.2f} s long; this codes {coded_s:.2f} s from {start_seconds:g} s "
-                f"({geom.frames} frames; the model's native length is {native} frames) - pick another start time "
-                "to code another part")
+                f"({total} frames; the model's native length is {native} frames) - pick another start time to code "
+                f"another part, or more segments (all of it from {start_seconds:g} s: {need} segments)")
     fps = Fraction(clip.fps).limit_denominator(1 << 20)
     clip_path = workdir / "clip.npz"
     np.savez(clip_path, frames=frames)
@@ -884,13 +904,34 @@ def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_fra
         "size": [geom.width, geom.height],
         "notes": notes,
         "start_seconds": start_seconds,
+        "segments": len(starts),
+        "starts": list(starts),
+        "total_frames": int(frames.shape[0]),
+        "still": bool(still),
     }
+    if still:
+        record["original_image"] = str(workdir / "original.png")
+        write_video(record["original_image"], frames[:1], fps)
     (workdir / "clip.json").write_text(json.dumps(record))
     return record
 
 
 def state_step(path) -> int:
-    """The fit step a saved fit state is at (reads only its metadata)."""
+    """The fit steps a saved fit state holds (reads only its metadata): a one-segment fit's step, or
+    for a long clip the finished segments' steps plus the running segment's."""
+    import json as _json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("lora_codec_segments")
+    except Exception:
+        raw = None
+    if raw is not None:
+        meta = _json.loads(raw)
+        done = sum(int(r.get("steps", 0)) for r in (meta.get("reports") or {}).values())
+        return done + int((meta.get("current_meta") or {}).get("step", 0))
     from .fit import Fitter
 
     _tensors, meta = Fitter.read_state(path)

@@ -145,8 +145,20 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+def segment_settings_from_args(args):
+    """--max-seconds / --overlap -> segments.SegmentSettings (encode and batch)."""
+    from .segments import SegmentSettings
+
+    max_seconds = getattr(args, "max_seconds", None)
+    if max_seconds is not None and max_seconds <= 0:
+        max_seconds = None  # 0: no clip-length limit (the reader's limits still apply)
+    seg = SegmentSettings(max_seconds=max_seconds, overlap=getattr(args, "overlap", None) or 0)
+    seg.check()
+    return seg
+
+
 def cmd_encode(args) -> int:
-    from . import codec
+    from . import codec, segments
 
     src = Path(args.input)
     if not src.exists():
@@ -159,11 +171,13 @@ def cmd_encode(args) -> int:
         refine_n=args.refine_n, refine_steps=args.refine_steps, refine_select=args.refine_select,
         refine_indexed=args.refine_indexed,
     )
+    seg = segment_settings_from_args(args)
     out = Path(args.output)
     state_path = Path(args.save_state) if args.save_state else out.with_name(out.name + ".state")
     _check_outputs_before_work(out, args.text, args.save_state)
     quiet = args.json or args.quiet
-    with codec.EncodeSession.start(src, settings) as session:
+    # a clip longer than the backbone's native length is coded as segments (segments.py)
+    with segments.LongEncode.start(src, settings, seg) as session:
         for note in session.notes:
             if not quiet:
                 print(f"note: {note}", file=sys.stderr)
@@ -175,15 +189,23 @@ def cmd_encode(args) -> int:
             _check_target(session, args.target_kb)
         if args.resume:
             session.load_state(args.resume)
-        bar = _progress_bar(session.fit_config.total_steps, "fitting", disable=quiet)
-        bar.update(session.fitter.step)
+        n_seg = session.segments
+        bar = _progress_bar(session.total_steps, "fitting" if n_seg == 1 else f"segment 1/{n_seg}", disable=quiet)
+        bar.update(session.steps_done)
 
         every = args.checkpoint_every
 
-        def on_step(p):
-            if every and p.step % every == 0 and p.step < session.fit_config.total_steps:
+        def on_step(sp):
+            p = sp.progress
+            if p is None:  # a segment was just finished: its code is in the state from now on
+                if every:
+                    session.save_state(state_path)
+                return
+            if every and p.step % every == 0 and sp.steps_done < sp.total_steps:
                 session.save_state(state_path)  # atomic: survives a kill at any moment
-            bar.n = min(p.step, bar.total)
+            bar.n = min(sp.steps_done, bar.total)
+            if n_seg > 1:
+                bar.set_description(f"segment {sp.segment + 1}/{n_seg}", refresh=False)
             bar.set_postfix(stage=p.stage, loss=f"{p.loss:.4f}", kB=f"{kilobytes(p.est_payload_bytes):.2f}",
                             refresh=False)
             bar.refresh()
@@ -199,9 +221,25 @@ def cmd_encode(args) -> int:
             # Stop early does. The state is saved first, so a second Ctrl-C while the code is written loses
             # nothing.
             session.save_state(state_path)
+            where = (f" in segment {len(session.segments_done) + 1} of {n_seg}" if n_seg > 1 else "")
+            how = f"after {stop.signal_name}" if stop.signal_name else "as asked (--stop-after)"
+            if n_seg > 1:
+                # A long clip's code holds every segment: no valid code exists until the last one is fitted.
+                msg = {"stopped": True, "state": str(state_path), "steps": session.steps_done,
+                       "total_steps": session.total_steps, "segments": n_seg,
+                       "segments_done": len(session.segments_done)}
+                if args.json:
+                    _print_json(msg)
+                elif args.quiet:
+                    print(state_path)
+                else:
+                    print(f"stopped {how} at step {session.steps_done}/{session.total_steps}{where} "
+                          f"({len(session.segments_done)} of {n_seg} segments done): the fit state is saved to "
+                          f"{state_path}; a long clip's code needs all its segments, so no code was written. To "
+                          f"continue, run the same command with --resume {state_path}", file=sys.stderr)
+                return 0
             if not args.quiet:  # also with --json: the user asked for this stop
-                how = f"after {stop.signal_name}" if stop.signal_name else "as asked (--stop-after)"
-                print(f"stopped {how} at step {session.fitter.step}/{session.fit_config.total_steps}: the fit state "
+                print(f"stopped {how} at step {session.steps_done}/{session.total_steps}: the fit state "
                       f"is saved to {state_path}; writing a code of the fit so far to {out} (Ctrl-C again aborts "
                       f"that). To continue the fit, run the same command with --resume {state_path}",
                       file=sys.stderr)
@@ -223,7 +261,7 @@ def cmd_encode(args) -> int:
     report = dict(result.report)
     report["output"] = str(out)
     if not done:
-        report.update(stopped=True, state=str(state_path), total_steps=session.fit_config.total_steps)
+        report.update(stopped=True, state=str(state_path), total_steps=session.total_steps)
     if args.json:
         _print_json(report)
         return 0
@@ -236,6 +274,11 @@ def cmd_encode(args) -> int:
           f"{format_rate(report['total_bytes'], report['seconds'])}, "
           f"{format_bpp(report['total_bytes'], report['frames'] * report['height'] * report['width'])}; "
           f"{report['steps']} fit steps in {report['fit_seconds']:.1f} s")
+    if report.get("segments", 1) > 1:
+        per = ", ".join(f"{r['fit_seconds']:.1f} s" for r in report.get("segment_reports", []))
+        print(f"{report['segments']} segments of {report['segment_frames']} frames ({report['frames']} frames, "
+              f"{report['seconds']:.2f} s); fit time per segment: {per}; "
+              f"{'one prior shared by all segments' if report.get('shared_prior') else 'a prior per segment'}")
     if report.get("refine_n"):
         print(f"refinement track: {report['refine_bytes']} bytes ({report['refine_bits']} index bits, "
               f"N = {report['refine_n']}, {report['refine_steps']} steps) in {report['refine_seconds']:.1f} s")
@@ -258,17 +301,43 @@ def _read_code_arg(path: str) -> bytes:
     return load_code_bytes(p.read_bytes())
 
 
+def _merge_inputs(args) -> tuple[list[bytes], list[str], list[float] | None]:
+    """--merge B.vov[:W] (repeatable) and --weights -> (codes, names, weights or None)."""
+    from .merge import MergeError, parse_merge_arg, parse_weights
+
+    items = [parse_merge_arg(m) for m in (getattr(args, "merge", None) or [])]
+    if not items:
+        if getattr(args, "weights", None):
+            raise MergeError("--weights is for merged decoding: give the other codes with --merge")
+        return [], [], None
+    codes = [_read_code_arg(path) for path, _w in items]
+    names = [Path(args.input).name] + [Path(path).name for path, _w in items]
+    inline = [w for _p, w in items]
+    if getattr(args, "weights", None):
+        if any(w is not None for w in inline):
+            raise MergeError("give the weights either with --weights or as --merge FILE:WEIGHT, not both")
+        weights = parse_weights(args.weights, len(codes) + 1)
+    else:
+        # FILE:W gives that code's weight; the decoded code and codes without one get 1
+        weights = [1.0] + [1.0 if w is None else w for w in inline]
+    return codes, names, weights
+
+
 def cmd_decode(args) -> int:
     from . import codec
     from .video import write_video
 
     from .bitstream import read_code
+    from .segments import output_frames_for
     from .video import check_video_output
 
     data = _read_code_arg(args.input)
+    merge, names, weights = _merge_inputs(args)
     out = Path(args.output)
     _make_parent(out)
-    check_video_output(out, read_code(data).frames)  # before sampling: extension, one frame for .png, folder
+    code = read_code(data)
+    # before sampling: extension, one frame for .png, folder, the segment range
+    check_video_output(out, output_frames_for(code, args.segments))
     quiet = args.json or args.quiet
     progress, close_bar = _lazy_bar("sampling", quiet)
 
@@ -276,6 +345,10 @@ def cmd_decode(args) -> int:
     refine = getattr(args, "refine", None)
     if refine is not None:
         kwargs["refine"] = refine
+    if merge:
+        kwargs.update(merge=merge, weights=weights, merge_names=names)
+    if args.segments is not None:
+        kwargs["segments"] = args.segments
     try:
         result = codec.decode(data, steps=args.steps, caption=args.caption, progress=progress, **kwargs)
     finally:
@@ -291,10 +364,18 @@ def cmd_decode(args) -> int:
         if result.code.model == "tiny":
             print("note: decoded with the tiny backbone (no visual knowledge): the frames are not a meaningful "
                   "reconstruction", file=sys.stderr)
+        for note in report.get("decode_notes", []):
+            print(f"note: {note}", file=sys.stderr)
         replayed = report.get("decode_refined_steps") or 0
         track = f", replaying {replayed} refinement-track steps" if replayed else ""
+        segs = ""
+        if result.code.n_segments > 1:
+            a, b = report["decode_segments"]
+            segs = (f", segment{'s' if b > a else ''} {a}{'-' + str(b) if b > a else ''} of {result.code.n_segments} "
+                    f"from {report['decode_start_seconds']:.2f} s")
+        merged = f"; merged {report['decode_merge']}" if report.get("decode_merge") else ""
         print(f"wrote {out}: {result.frames.shape[0]} frames {result.frames.shape[2]}x{result.frames.shape[1]} "
-              f"in {report['decode_seconds']:.1f} s ({report['decode_steps']} sampling steps{track})")
+              f"in {report['decode_seconds']:.1f} s ({report['decode_steps']} sampling steps{track}{segs}){merged}")
     return 0
 
 
@@ -338,6 +419,10 @@ def format_info(info: dict) -> str:
         f"decoding: {info['sample_steps']} sampling steps, shift {info['shift']:g}, guidance {info['guidance']:g}, "
         f"noise seed {info['noise_seed']} ({noise})",
     ]
+    if info.get("segments", 1) > 1:
+        lines.insert(4, f"segments: {info['segments']} of {info['segment_frames']} frames (a fitted adapter each), "
+                        f"starting at frames {', '.join(str(s) for s in info['segment_starts'])}; "
+                        + ("one prior shared by all" if info.get("shared_prior") else "a prior each"))
     if info.get("refine_n"):
         lines.append(f"refinement track: best of {info['refine_n']:,} candidates at each indexed step of a "
                      f"{info['refine_steps']}-step schedule, {b(info['refine_bytes'])}")
@@ -350,6 +435,20 @@ JSON_HELP = "print the result as one JSON object on stdout (no notes or progress
 QUIET_HELP = "quiet: no progress, notes or warnings; only errors, and the path of what was written"
 
 
+def _add_segment_options(p) -> None:
+    """Long clips (encode and batch): the clip-length limit and the segments' overlap."""
+    from .segments import DEFAULT_MAX_SECONDS, DEFAULT_OVERLAP
+
+    p.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS, metavar="S",
+                   help=f"clip-length limit: code every frame of the first S seconds (default {DEFAULT_MAX_SECONDS:g}; "
+                        "0 = no limit but the reader's). A clip longer than the model's native length (81 frames for "
+                        "Wan, 9 for small, 17 for tiny) is coded as segments of that length, a fitted adapter each, in "
+                        "one code file")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
+                   help=f"frames that consecutive segments share at least, blended by the decoder to soften the seams "
+                        f"(default {DEFAULT_OVERLAP}; more costs bytes: more segments)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lora_codec",
                                 description="Video compression as adaptation of a frozen video diffusion model.")
@@ -357,9 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="fit a code to a clip",
                        description="Fit a code to a clip. Ctrl-C stops the fit early: the fit state is saved and a "
-                                   "valid code of the fit so far is written (--resume continues it); a second "
-                                   "Ctrl-C aborts.")
-    e.add_argument("input", help="a video file (anything PyAV can open)")
+                                   "valid code of the fit so far is written (a long clip's code: once all its segments "
+                                   "are fitted); --resume continues it; a second Ctrl-C aborts.")
+    e.add_argument("input", help="a video file (anything PyAV can open) or a still picture (PNG, JPEG, WebP: a "
+                                 "one-frame code)")
     e.add_argument("-o", "--output", required=True, help="the code file to write (.vov)")
     e.add_argument("--model", default="auto",
                    help="auto (default: Wan on CUDA, else small), small (trained here, CPU), tiny (random, tests), "
@@ -370,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None,
                       help="rate weight: larger gives smaller codes and lower quality (default: the backbone's)")
     rate.add_argument("--target-kb", type=float, default=None,
-                      help="final code size in kB (1 kB = 1000 bytes); lands in [0.9, 1] x target. A target below "
-                           "the smallest possible code for the clip and caption is refused before fitting")
+                      help="final code size in kB (1 kB = 1000 bytes) for the whole file (all segments of a long "
+                           "clip); lands in about [0.9, 1] x target, never above. A target below the smallest "
+                           "possible code for the clip and caption is refused before fitting")
     e.add_argument("--caption", default="",
                    help="what the clip shows, in a few words: the model is conditioned on it, which helps the fit "
                         "(stored in the code, compressed)")
@@ -387,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the fixed random projection from those values to the adapter (default 0)")
     e.add_argument("--batch", type=int, default=None, help="fit samples per step (default: the backbone's)")
     e.add_argument("--start", type=float, default=0.0, help="start time in the clip (seconds)")
+    _add_segment_options(e)
     e.add_argument("--size", default=None, metavar="WxH",
                    help="coded width x height in pixels (default: the model's native size, 832x480 for Wan, "
                         "transposed for portrait clips). Wan codes any multiples of 16 up to 832x480's pixel "
@@ -418,9 +520,19 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decode", help="regenerate a clip from a code")
     d.add_argument("input", help="a code file (.vov) or its text form")
     d.add_argument("-o", "--output", required=True,
-                   help="the file to write: .mp4 (H.264), .mkv (FFV1, lossless) or, for a one-frame code, .png")
+                   help="the file to write: .mp4 (H.264), .mkv (FFV1, lossless) or, for a one-frame code (a still "
+                        "picture), .png")
     d.add_argument("--steps", type=int, default=None, help="sampling steps (default: stored in the code)")
     d.add_argument("--caption", default=None, help="decode with another caption (editing)")
+    d.add_argument("--segments", default=None, metavar="RANGE",
+                   help="a long clip's code: decode only these segments (1-based: 2, 2-3, 2- or -3; default all), "
+                        "written as one continuous video")
+    d.add_argument("--merge", action="append", default=None, metavar="B.vov[:W]",
+                   help="editing: decode with this code's adapter applied too (the updates add: rank concatenation), "
+                        "with weight W (default 1); repeatable. Same backbone, geometry and adapter structure; the "
+                        "first code gives caption, noise seed and steps")
+    d.add_argument("--weights", default=None, metavar="W1,W2,...",
+                   help="merge weights, one per code, the decoded code first (e.g. 0.5,0.5); instead of FILE:W")
     d.add_argument("--refine", default=None, metavar="all|none|K",
                    help="refinement track: replay all of it (default), none (plain ODE with --steps), or its first "
                         "K indexed steps then the ODE on the same schedule")

@@ -445,7 +445,8 @@ class EncodeSession:
 def encode(video, settings: EncodeSettings | None = None, *, callback=None, resume=None, save_state=None,
            max_steps: int | None = None, backbone: Backbone | None = None, limits=None) -> EncodeResult | None:
     """Encode a clip (path or `video.Clip`) into a code. Returns None when stopped early by
-    `max_steps` (the state is then written to `save_state`)."""
+    `max_steps` (the state is then written to `save_state`). Codes at most the backbone's native length
+    (the clip's first frames); `segments.encode` codes a clip of any length (and pictures) as segments."""
     settings = settings or EncodeSettings()
     with EncodeSession.start(video, settings, backbone=backbone, limits=limits) as session:
         if resume is not None:
@@ -498,17 +499,21 @@ def minimum_code_bytes(backbone: Backbone, caption: str = "", settings: EncodeSe
 
 def describe(data: bytes | str) -> dict:
     """`info`: sizes of every part of a code and what it holds (no backbone needed)."""
+    from .segments import segment_info
+
     raw = bitstream.load_code_bytes(data)
     code = bitstream.read_code(raw)
     sizes = bitstream.size_report(raw)
     track = refine.read_track(code)
-    seconds = code.frames * code.fps_den / code.fps_num
+    frames = code.output_frames  # a multi-segment code: the whole video (each segment has code.frames)
+    seconds = frames * code.fps_den / code.fps_num
     out = dict(sizes)
     by_tag = out.pop("section_bytes_by_tag", None) or {}
+    out.update(segment_info(code))
     out.update(
         model=code.model,
         fingerprint=code.fingerprint.hex(),
-        frames=code.frames,
+        frames=frames,
         height=code.height,
         width=code.width,
         fps=code.fps_num / code.fps_den,
@@ -528,7 +533,7 @@ def describe(data: bytes | str) -> dict:
         step_size=code.step_size,
         seconds=seconds,
         kbytes_per_second=sizes["total_bytes"] / 1000 / seconds,
-        bits_per_pixel=sizes["total_bytes"] * 8 / (code.frames * code.height * code.width),
+        bits_per_pixel=sizes["total_bytes"] * 8 / (frames * code.height * code.width),
         # refinement track (None / 0 when the code has none): refine_bits = indexed steps x log2 N;
         # refine_bytes = the whole section in the file (tag, length, header, indices)
         refine_n=track.n if track else None,
@@ -577,6 +582,9 @@ def compute_track(backbone: Backbone, code: Code, latents: torch.Tensor, *, n: i
     Uses the decoder's exact adapter (`attach_code_adapter`) and noise; the backbone's transformer
     must not carry another adapter. `steps`: the track's schedule (default: the code's steps);
     `indexed`: which steps carry an index (`refine.resolve_indexed`)."""
+    if code.segments:
+        raise refine.RefinementError("a refinement track is for one-segment codes; this code has "
+                                     f"{code.n_segments} segments")
     log2_n = refine.check_n(n)
     steps = refine.check_steps(code.steps if steps is None else steps)
     select = refine.check_select(select)
@@ -669,18 +677,35 @@ def require_finite(x: torch.Tensor, what: str) -> None:
 
 
 def decode(data: bytes | str, *, steps: int | None = None, caption: str | None = None, backbone: Backbone | None = None,
-           progress: Callable[[int, int], None] | None = None, sampler=None, refine: str | int = "all") -> DecodeResult:
+           progress: Callable[[int, int], None] | None = None, sampler=None, refine: str | int = "all",
+           segments=None, merge=None, weights=None, merge_names=None) -> DecodeResult:
     """Decode a code (binary or text form) into frames. `steps` overrides the stored default,
     `caption` the stored caption (editing). `refine`: 'all' replays the code's refinement track if it
     has one (on the track's own schedule), 'none' ignores it (plain ODE with `steps`), K replays the
     first K indexed steps and continues with the ODE on the track's schedule.
-    `sampler(velocity, noise, code) -> latents` replaces both."""
+    `sampler(velocity, noise, code) -> latents` replaces both.
+
+    A multi-segment code decodes to one continuous video (`segments`: only a range, e.g. '2-3',
+    1-based); `merge`: other codes whose adapters are applied with this one's at once, `weights` one
+    per code, this one's first (editing; segments.py and merge.py)."""
     from .video import tensor_to_video
 
     mode = _refine_mod.parse_refine(refine)
     # 1. parse
     raw = bitstream.load_code_bytes(data)
     code = bitstream.read_code(raw)
+    if code.segments or merge or weights is not None:
+        from .segments import decode_segments
+
+        if sampler is not None:
+            raise LoraCodecError("a custom sampler decodes one-segment codes without merges only")
+        return decode_segments(raw, code, backbone=backbone or load_backbone(code.model), steps=steps,
+                               caption=caption, progress=progress, segments=segments, merge=merge, weights=weights,
+                               merge_names=merge_names, refine=refine)
+    if segments is not None:
+        from .segments import parse_segment_range
+
+        parse_segment_range(segments, 1)  # '1' or 'all' for a one-segment code
     track = _refine_mod.read_track(code)
     if track is None and isinstance(mode, int) and mode > 0:
         raise _refine_mod.RefinementError(f"--refine {mode}: this code has no refinement track")

@@ -102,11 +102,15 @@ def test_api_names_are_stable(client):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert {"/encode", "/keep_improving", "/stop", "/estimate", "/decode", "/describe_code"} <= set(api)
     params = [p["parameter_name"] for p in api["/encode"]["parameters"]]
-    assert params == list(_encode_args()) + ["job_id"]  # job_id: optional, last (the browser's job id)
+    # job_id: optional (the browser's job id); segments (issue 14): optional, last
+    assert params == list(_encode_args()) + ["job_id", "segments"]
+    assert api["/encode"]["parameters"][-1]["parameter_has_default"]  # old clients still work
     assert [p["parameter_name"] for p in api["/keep_improving"]["parameters"]] == ["extra_steps", "job_id"]
     assert api["/keep_improving"]["parameters"][1]["parameter_has_default"]  # old clients still work
     assert [p["parameter_name"] for p in api["/decode"]["parameters"]] == [
-        "code_file", "code_text", "steps", "refine_mode", "refine_k", "caption"]
+        "code_file", "code_text", "steps", "refine_mode", "refine_k", "caption", "segments", "merge_file",
+        "merge_weights"]  # the last three (issue 14: a long clip's range, merging) are optional
+    assert all(p["parameter_has_default"] for p in api["/decode"]["parameters"][6:])
 
 
 def test_compress_then_decode_through_the_client(client, app_encoded, tiny):

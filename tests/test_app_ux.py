@@ -76,7 +76,7 @@ def test_a_size_target_below_the_smallest_code_is_refused_before_work(client, ap
     after = set(S.APP_TMP.iterdir()) if S.APP_TMP.is_dir() else set()
     assert not [d for d in after - before if d.name.startswith("job")]  # no job was made
     # the estimate says so too, before Compress is pressed
-    md = client.predict(handle_file(str(EXAMPLE)), 0.0, "target", 0.05, 24, 0, 4, 17, 2, 0, "112x64", caption,
+    md = client.predict(handle_file(str(EXAMPLE)), 0.0, "target", 0.05, 24, 0, 4, 17, 2, 0, "112x64", 1, caption,
                         api_name="/estimate")
     assert md.startswith("**Cannot compress with these settings:**")
 
@@ -176,12 +176,18 @@ def test_the_live_size_is_what_stop_early_writes(app_module):  # noqa: F811
     wd = S.new_workdir("test")
     try:
         job = _job(app_module, wd, 40, rate_lambda=5e-3)
+        steps = []
         with app_module.model_lock():
-            steps = [p for p in G.gpu_fit(job, 60.0) if p["kind"] == "step"]
-            assert len(steps) == 40 and all(p["code_bytes"] for p in steps)
+            for p in G.gpu_fit(job, 60.0):
+                if p["kind"] == "step":
+                    steps.append(p)
+                    if p["step"] == 25:  # Stop early here
+                        (wd / "STOP").write_text("stop")
+            assert [p["step"] for p in steps] == list(range(1, 26)) and all(p["code_bytes"] for p in steps)
             assert len({p["code_bytes"] for p in steps}) > 1  # it moves with the fit
+            (wd / "STOP").unlink()
             fin = G.gpu_finish(job)
-        assert len(fin["code"]) == steps[-1]["code_bytes"]
+        assert len(fin["code"]) == steps[-1]["code_bytes"]  # what the page said at the stop is what was written
     finally:
         S.remove_workdir(wd)
 

@@ -38,6 +38,9 @@ def rate_mode_of(size_by: str, preset: str, rate_weight) -> str:
     return preset if math.isclose(lam, PRESETS[preset][1], rel_tol=1e-3) else f"{lam:g}"
 
 
+MAX_SEGMENTS = int(__import__("os").environ.get("LORA_CODEC_APP_MAX_SEGMENTS", "12"))  # a long clip's segments per job
+
+
 class CodeInputError(LoraCodecError):
     pass
 
@@ -211,6 +214,13 @@ def planned_clip(video, start_seconds, frames, size=None):
     frames = int_in("frames to code", frames, 1, R.BACKBONE.native.frames)
     wh = size_arg(size)
     if video:
+        from ..stills import is_still_image, read_image
+
+        if is_still_image(video):  # a picture: one frame (the geometry rules for one frame)
+            pic = read_image(video, limits=S.LIMITS.video_limits())
+            h, w = pic.frames.shape[1:3]
+            g = R.BACKBONE.coded_geometry(1, h, w, size=S.oriented(wh, h, w) if wh else None)
+            return g, f"a still picture {w}x{h}: one frame", None
         info = S.probe(video)
         avail = frames
         if info.frames:
@@ -251,3 +261,22 @@ def refine_arg(mode: str, k):
     if mode == "none":
         return "none"
     return int_in("refinement steps to replay", k, 0, 100000)
+
+
+def merge_inputs(merge_file, weights_text) -> tuple[list[bytes], list[float] | None]:
+    """The Decode tab's merge: another code file and the weights ('1, 0.5': the decoded code's first;
+    empty = 1 each) -> (codes to merge, weights or None)."""
+    from ..merge import parse_weights
+
+    if not merge_file:
+        if (weights_text or "").strip() not in ("", "1", "1,1", "1, 1"):
+            raise LimitError("merge weights are for a merge: add the code to merge with")
+        return [], None
+    other = read_code_input(merge_file, None)
+    return [other], parse_weights((weights_text or "").strip() or None, 2)
+
+
+def segments_arg(text):
+    """The Decode tab's segment range ('' / 'all' = every segment; '2-3', 1-based)."""
+    t = (text or "").strip()
+    return None if t.lower() in ("", "all") else t

@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import app_support as S
 from ..backbones import Geometry
-from ..codec import EncodeSession, EncodeSettings, decode, describe
+from ..codec import EncodeSettings, decode, describe
+from ..segments import LongEncode, SegmentSettings
 from ..errors import LoraCodecError
 from . import runtime as R
 
@@ -80,15 +81,16 @@ def finish_estimate(job: dict) -> float:
     steps = s.get("sample_steps") or R.D.sample_steps
     finetune = job.get("finetune_steps", 0)
     refine = s.get("refine_steps") or (steps if s.get("refine_n") else 0)
+    n = int(job.get("segments", 1) or 1)  # a long clip: every segment is decoded (each was finished in its fit)
     return (c.setup(pixels) + finetune * c.fit_step(tokens, int(s.get("batch") or R.D.batch))
-            + refine * c.sample_step(tokens) + c.decode(tokens, pixels, steps))
+            + refine * c.sample_step(tokens) + n * c.decode(tokens, pixels, steps))
 
 
 def finish_duration(job: dict, call_s: float | None = None) -> float:
     return float(call_s) if call_s is not None else S.call_duration(finish_estimate(job))
 
 
-def decode_estimate(code: bytes, steps: int | None) -> float:
+def decode_estimate(code: bytes, steps: int | None, segments=None) -> float:
     c = R.costs()
     try:
         info = describe(code)
@@ -96,29 +98,40 @@ def decode_estimate(code: bytes, steps: int | None) -> float:
         return 20.0
     if c is None:
         return 60.0
-    g = Geometry(info["frames"], info["height"], info["width"])
+    g = Geometry(info.get("segment_frames") or info["frames"], info["height"], info["width"])
     try:
         tokens = S.video_tokens(R.BACKBONE, g)
     except Exception:
         return 60.0
     n = int(steps or info["sample_steps"])
-    return c.decode(tokens, g.frames * g.height * g.width, n)
+    count = int(info.get("segments") or 1)
+    if segments is not None:
+        from ..segments import parse_segment_range
+
+        try:
+            a, b = parse_segment_range(segments, count)
+            count = b - a
+        except LoraCodecError:
+            pass
+    return count * c.decode(tokens, g.frames * g.height * g.width, n)
 
 
 def decode_duration(code: bytes, steps: int | None = None, caption: str | None = None, refine=None,
-                    call_s: float | None = None) -> float:
-    return float(call_s) if call_s is not None else S.call_duration(decode_estimate(code, steps))
+                    call_s: float | None = None, segments=None, merge=None, weights=None, merge_names=None) -> float:
+    return float(call_s) if call_s is not None else S.call_duration(decode_estimate(code, steps, segments))
 
 
 # ---------------------------------------------------------------------------------------------
 # the GPU functions
 
 
-def resume_session(job: dict) -> EncodeSession:
+def resume_session(job: dict) -> LongEncode:
     """The job's encode session as the last GPU call left it: clip + settings + saved fit state (and
-    the caption embedding the first call cached in the job folder)."""
-    session = EncodeSession.start(S.load_clip(job), settings_from(job), backbone=R.BACKBONE,
-                                  caption_cache=Path(job["dir"]) / "caption.safetensors")
+    the caption embedding the first call cached in the job folder). A clip of at most the native
+    length is one `EncodeSession` inside; a long clip's job codes its segments one after the other
+    (segments.py), the state recording the finished ones."""
+    session = LongEncode.start(S.load_clip(job), settings_from(job), SegmentSettings(max_seconds=None, overlap=1),
+                               backbone=R.BACKBONE, caption_cache=Path(job["dir"]) / "caption.safetensors")
     try:
         state = Path(job["state"])
         if state.exists():
@@ -141,13 +154,12 @@ def gpu_fit(job: dict, seconds: float, call_s: float | None = None):
         state = Path(job["state"])
         try:
             target = int(job["target_steps"])
-            total = session.fit_config.total_steps
+            total = session.total_steps
             if target > total:  # keep improving past the schedule: a longer stage 2
                 session.extend(target - total)
             setup_s = time.perf_counter() - t0
-            fitter = session.fitter
-            yield {"kind": "setup", "setup_s": setup_s, "step": fitter.step, "total": target,
-                   "notes": list(session.notes)}
+            yield {"kind": "setup", "setup_s": setup_s, "step": session.steps_done, "total": target,
+                   "notes": list(session.notes), "segments": session.segments}
             stop_file = Path(job["dir"]) / "STOP"
             save_file = Path(job["dir"]) / "SAVE"  # asked for when the page that follows the fit goes away
             # on ZeroGPU the call is ended at its requested duration: stop early enough to save the state
@@ -155,28 +167,39 @@ def gpu_fit(job: dict, seconds: float, call_s: float | None = None):
                 hard = None
             start = last_save = time.perf_counter()
             step_s = 0.0
-            while (fitter.step < target and not fitter.done and time.perf_counter() - start < float(seconds)
-                   and not stop_file.exists()):
+            last_p = None
+            while (session.steps_done < target and not session.done
+                   and time.perf_counter() - start < float(seconds) and not stop_file.exists()):
                 if hard is not None and S.fit_deadline_reached(time.perf_counter() - t0, hard, step_s):
                     break
                 ts = time.perf_counter()
-                session.fit(max_steps=1)
+                seg = session.fitting_segment
+                session.fit(max_steps=1)  # (a long clip: may also finish a segment, or open the next)
                 step_s = time.perf_counter() - ts
-                p = fitter.last
-                # the size of the code a stop now would write (quantise + entropy-code: milliseconds)
-                size = len(session.code_bytes())
-                yield {"kind": "step", "step": p.step, "total": target, "stage": p.stage, "loss": p.loss,
+                if session.done or (session.last_progress is None and seg is not None):  # a segment just ended
+                    session.save_state(state)
+                    last_save = time.perf_counter()
+                if session.done:
+                    break
+                p = session.last_progress or last_p
+                if p is None:
+                    continue
+                last_p = p
+                # the size of the code a stop now would write, at every step (quantise + entropy-code: ms)
+                size = session.code_bytes_estimate()
+                yield {"kind": "step", "step": session.steps_done, "total": target, "stage": p.stage, "loss": p.loss,
                        "mse": p.mse, "est_payload_bytes": p.est_payload_bytes, "code_bytes": size,
-                       "step_s": step_s, "fit_seconds": fitter.elapsed}
+                       "step_s": step_s, "fit_seconds": p.elapsed,
+                       "segment": (session.fitting_segment or 0) + 1, "segments": session.segments}
                 asked = save_file.exists()
                 if asked or time.perf_counter() - last_save > 30.0:
                     session.save_state(state)
                     save_file.unlink(missing_ok=True)
                     last_save = time.perf_counter()
-                    yield {"kind": "checkpoint", "step": fitter.step, "total": target}
+                    yield {"kind": "checkpoint", "step": session.steps_done, "total": target}
             session.save_state(state)
-            yield {"kind": "saved", "step": fitter.step, "total": target,
-                   "done": bool(fitter.done or fitter.step >= target), "stopped": stop_file.exists()}
+            yield {"kind": "saved", "step": session.steps_done, "total": target,
+                   "done": bool(session.done or session.steps_done >= target), "stopped": stop_file.exists()}
         finally:
             session.close()
     except LoraCodecError as exc:
@@ -209,11 +232,17 @@ def gpu_finish(job: dict, call_s: float | None = None) -> dict:
 
 @S.gpu(duration=decode_duration)
 def gpu_decode(code: bytes, steps: int | None = None, caption: str | None = None, refine=None,
-               call_s: float | None = None) -> dict:
+               call_s: float | None = None, segments=None, merge=None, weights=None, merge_names=None) -> dict:
+    """Decode a code (`segments`: a long clip's range, e.g. '2-3'; `merge`: other codes applied at once
+    with `weights`, the decoded code's first - editing)."""
     try:
         kwargs = {}
         if refine is not None and R.DECODE_HAS_REFINE:
             kwargs["refine"] = refine
+        if segments is not None:
+            kwargs["segments"] = segments
+        if merge:
+            kwargs.update(merge=merge, weights=weights, merge_names=merge_names)
         timer = S.StepTimer()
         t0 = time.perf_counter()
         res = decode(code, steps=steps, caption=caption, backbone=R.BACKBONE, progress=timer, **kwargs)

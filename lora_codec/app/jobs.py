@@ -27,6 +27,9 @@ OUTPUT_KEYS = ("job", "status", "notes", "code_file", "code_text", "bytes_table"
                "baseline", "baseline_file", "metrics", "summary")
 RESULT_KEYS = ("notes", "code_file", "code_text", "bytes_table", "original", "recon", "baseline", "baseline_file",
                "metrics", "summary")
+# A still picture's result also holds its three pictures (None for a video). They are not outputs of
+# /encode (its outputs stay as they were); app.py shows them from the job after a compress.
+PICTURE_KEYS = ("original_image", "recon_image", "baseline_image")
 # what the page's buttons can do: no fit yet / a fit queued or running / a fit to continue or improve
 EMPTY, BUSY, READY = "empty", "busy", "ready"
 
@@ -177,13 +180,16 @@ def _follow(job: dict, session: str, kind: str):
 
 
 def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, seed, sample_steps,
-             frames, batch, refine_steps, size=None, job=None, job_id=None, *, session: str = "anonymous"):
+             frames, batch, refine_steps, size=None, job=None, job_id=None, segments=1, *,
+             session: str = "anonymous"):
     """A new job from the Compress form: check everything that can be checked before any work
     (inputs, the clip's limits, a size target below the smallest possible code), read the clip,
     then run the fit on the server and follow it. Yields fields; the first clears the previous run's
-    results."""
+    results. `segments` > 1 codes that many consecutive segments of a long clip (each with
+    `fit_steps` steps) into one code."""
     yield {"status": "**Checking the clip and the settings...**", "controls": BUSY} | cleared()
     path = S.check_upload(video)
+    segments = F.int_in("segments", segments or 1, 1, F.MAX_SEGMENTS)
     settings = F.encode_settings(caption=caption, rate_mode=rate_mode, target_kb=target_kb, fit_steps=fit_steps,
                                  refine_log2=refine_log2, seed=seed, sample_steps=sample_steps, batch=batch,
                                  refine_steps=refine_steps)
@@ -194,7 +200,8 @@ def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, ref
         raise LimitError("a fit from this browser is already running (in another tab?): wait for it, or stop it "
                          "first")
     g, _src, info = F.planned_clip(path, start_seconds, frames, size)
-    F.check_size_target(settings, g, *F.clip_rate_and_source(info, g))
+    if segments == 1:
+        F.check_size_target(settings, g, *F.clip_rate_and_source(info, g))
     if isinstance(job, dict) and job.get("job_id") != jid:  # a new compress replaces the previous job
         delete_job(job)
     if jid:  # kept across a page reload, under the browser's job id; expires by age
@@ -205,7 +212,10 @@ def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, ref
     yield {"status": "**Reading the clip...**", "job": None}
     try:
         rec = S.prepare_clip(path, wd, R.BACKBONE, start_seconds=start_seconds, max_frames=frames,
-                             size=F.size_arg(size))
+                             size=F.size_arg(size), segments=segments)
+        if rec.get("segments", 1) > 1 and settings.get("refine_n"):
+            raise LimitError("a refinement track is for one-segment codes: set the refinement candidates to off, or "
+                             "code one segment")
     except BaseException:
         S.remove_workdir(wd)
         raise
@@ -213,8 +223,8 @@ def compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, ref
     new = dict(rec)
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(path).stem)[:40] or "clip"
     new.update(dir=str(wd), state=str(wd / "fit_state.safetensors"), settings=settings,
-               target_steps=fit_steps, steps_done=0, fit_done=False, name=stem, file_name=Path(path).name,
-               version=0, job_id=jid, session=session)
+               target_steps=fit_steps * int(rec.get("segments", 1)), steps_done=0, fit_done=False, name=stem,
+               file_name=Path(path).name, version=0, job_id=jid, session=session)
     new["notes"] = [T.plain(n) for n in new["notes"]]
     if R.TINY:
         new["notes"] = list(new["notes"]) + ["tiny backbone: random weights, no visual knowledge - the "
@@ -277,6 +287,15 @@ def stop(job_id=None, *, session: str = "anonymous") -> str:
     if what == "stopping":
         return "**Stopping** after the current step; then the code is written from the fit so far..."
     return "Nothing is fitting or waiting right now."
+
+
+def pictures(job) -> dict | None:
+    """A finished picture job's three pictures ({"original_image", "recon_image", "baseline_image"}),
+    None when the job's last result is a video (or there is none)."""
+    last = (job or {}).get("last") or {} if isinstance(job, dict) else {}
+    if not last.get("recon_image"):
+        return None
+    return {k: last.get(k) for k in PICTURE_KEYS}
 
 
 def attach(job_id, *, session: str = "anonymous"):

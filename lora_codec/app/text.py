@@ -45,8 +45,9 @@ from there.
 EXAMPLE_CREDIT = ("Example: *Big Buck Bunny* (c) 2008 Blender Foundation, www.bigbuckbunny.org, CC BY 3.0; "
                   "cut to 2 s, resampled to 16 fps, scaled and re-encoded (see `examples/LICENSE.md`).")
 
-CLIP_HINT = ("Any video file: mp4, mov, mkv, webm, avi, mpg, m2ts/mts, raw .h264/.hevc streams... "
-             "The server reads its content (the name's extension does not matter).")
+CLIP_HINT = ("Any video file: mp4, mov, mkv, webm, avi, mpg, m2ts/mts, raw .h264/.hevc streams... - or a "
+             "picture (PNG, JPEG, WebP: a one-frame code). The server reads its content (the name's extension does "
+             "not matter).")
 
 SIZE_NOTE = ("" if not R.WAN else "Wan2.1-1.3B was trained at 480p (832x480): smaller sizes cost quality, and much "
              "less GPU time.")
@@ -123,16 +124,17 @@ def kb(nbytes: float) -> str:
 
 
 def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, sample_steps, frames,
-                      batch, refine_steps=0, size=None, caption=None) -> str:
-    """Markdown: what a compress with these settings will cost, before it starts (and a size target
-    that cannot be met, said before any work)."""
+                      batch, refine_steps=0, size=None, segments=1, caption=None) -> str:
+    """Markdown: what a compress with these settings will cost, before it starts (per segment for a
+    long clip; and a size target that cannot be met, said before any work)."""
     c = R.costs(wait=30.0)
     if c is None:
         return "*Time estimate unavailable (the start-up calibration failed).*"
     fit_steps = F.int_in("fit steps", fit_steps, 1, S.LIMITS.max_fit_steps)
     batch = F.int_in("batch", batch, 1, 16)
     sample_steps = F.int_in("sampling steps", sample_steps, 1, S.LIMITS.max_sample_steps)
-    g, src, info = F.planned_clip(video, start_seconds, frames, size)
+    segments = F.int_in("segments", segments or 1, 1, F.MAX_SEGMENTS)
+    g, src, info = F.planned_clip(video, start_seconds, frames if segments == 1 else R.BACKBONE.native.frames, size)
     finetune = 0
     if rate_mode == F.RATE_TARGET:
         finetune = max(5, fit_steps // 5)
@@ -145,7 +147,7 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
             else "an estimate from the model's published size, not a measurement")
     calls = (f" in {p.calls} GPU calls" if on_gpu else "")
     lines = []
-    if rate_mode == F.RATE_TARGET:
+    if rate_mode == F.RATE_TARGET and segments == 1:
         try:
             settings = F.encode_settings(caption=caption, rate_mode=rate_mode, target_kb=target_kb,
                                          fit_steps=fit_steps, refine_log2=refine_log2, seed=0,
@@ -153,19 +155,42 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
             F.check_size_target(settings, g, *F.clip_rate_and_source(info, g))
         except LimitError as exc:
             lines += [f"**Cannot compress with these settings:** {plain(str(exc))}.", ""]
+    if segments > 1:  # a long clip: every segment is its own fit and decode
+        lines += [
+            f"**Estimated {where}: ~{S.fmt_seconds(segments * p.total_s)}** for {segments} segments, "
+            f"~{S.fmt_seconds(p.total_s)} each ({kind}).",
+            "",
+            f"- a long clip: {segments} segments of {g.frames} frames at {g.width}x{g.height} (consecutive segments "
+            f"share a frame; {segments * (g.frames - 1) + 1} frames from the start time; {src})",
+        ]
+    else:
+        lines += [
+            f"**Estimated {where}: ~{S.fmt_seconds(p.total_s)}**{calls} ({kind}).",
+            "",
+            f"- coded: {g.frames} frames at {g.width}x{g.height} ({src})",
+        ]
     lines += [
-        f"**Estimated {where}: ~{S.fmt_seconds(p.total_s)}**{calls} ({kind}).",
-        "",
-        f"- coded: {g.frames} frames at {g.width}x{g.height} ({src})",
-        f"- fit: {fit_steps} steps of {batch} sample{'s' if batch > 1 else ''} at ~{p.per_step_s:.3g} s a step "
-        f"= ~{S.fmt_seconds(p.fit_s)}"
+        f"- fit{' per segment' if segments > 1 else ''}: {fit_steps} steps of {batch} sample{'s' if batch > 1 else ''} "
+        f"at ~{p.per_step_s:.3g} s a step = ~{S.fmt_seconds(p.fit_s)}"
         + (f", in parts of <= {S.fmt_seconds(S.LIMITS.max_gpu_call_s if S.ON_ZEROGPU else S.LIMITS.slice_s)}"
            if p.calls > 2 else ""),
         f"- then writing the code ({'landing on the size target, ' if finetune else ''}"
         f"{'the refinement track, ' if refine_steps else ''}decoding it as a receiver would, {sample_steps} steps): "
         f"~{S.fmt_seconds(p.finish_s + p.decode_s + p.setup_s)}",
-        "- then x265 (a classic codec) at the same size, for comparison",
+        ("- then a picture codec (AVIF or WebP) at the same size, for comparison" if g.frames == 1 and info is None
+         and video else "- then x265 (a classic codec) at the same size, for comparison"),
     ]
+    if video and segments == 1:
+        try:
+            info = S.probe(video)
+        except Exception:
+            info = None
+        if info and info.frames and info.frames > R.BACKBONE.native.frames:
+            left = max(1, info.frames - int(float(start_seconds or 0) * info.fps))
+            need = max(1, -(-(left - 1) // (R.BACKBONE.native.frames - 1)))
+            lines.append(f"- this clip is longer than the model's {R.BACKBONE.native.frames} frames: all of it from the "
+                         f"start time is {need} segments, ~{S.fmt_seconds(p.total_s)} of {where} each - set "
+                         "*Segments* to code more of it")
     if R.WAN:
         D, B = R.D, R.BACKBONE
         full = S.plan_encode(c, B, B.coded_geometry(B.native.frames, B.native.height, B.native.width),
@@ -255,7 +280,8 @@ def if_stopped_now(p: dict, job: dict | None) -> str:
 def status_line(p: dict, call: int, calls_est: int, t_start: float, job: dict | None = None) -> str:
     """The live status of a fit from one progress dict of `gpu_fit`."""
     phase = PHASES.get(p.get("stage"), "")
-    return (f"**Fitting** step {p['step']} of {p['total']} - {phase} - {if_stopped_now(p, job)} - "
+    seg = f"segment {p['segment']} of {p['segments']} - " if int(p.get("segments") or 1) > 1 else ""
+    return (f"**Fitting** {seg}step {p['step']} of {p['total']} - {phase} - {if_stopped_now(p, job)} - "
             f"loss {p['loss']:.4f} (lower is closer) - {time.perf_counter() - t_start:.0f} s - {R.CALL} {call}"
             + (f" of ~{calls_est}" if calls_est > 1 else ""))
 
@@ -390,6 +416,12 @@ def code_markdown(info: dict) -> str:
         f"- caption: *{html.escape(info['caption']) if info['caption'] else '(empty)'}*",
         f"- {info['sample_steps']} sampling steps stored; {info['theta_length']:,} adapter numbers",
     ]
+    if int(info.get("segments") or 1) > 1:
+        lines.append(f"- a long clip: **{info['segments']} segments** of {info['segment_frames']} frames (a fitted "
+                     f"adapter each), starting at frames {', '.join(map(str, info['segment_starts']))}; decode all of "
+                     "them or a range")
+    if info.get("frames") == 1:
+        lines.append("- a still picture (one frame)")
     if info.get("refine_n"):
         first, stop_ = info.get("refine_indexed") or (0, 0)
         lines.append(f"- refinement track: best of {info['refine_n']} candidates on {stop_ - first} of its "
@@ -414,9 +446,16 @@ def refine_words(rep: dict) -> str:
 
 
 def decoded_markdown(rep: dict, decode_s: float, caption: str | None) -> str:
-    msg = (f"**Decoded** {rep['frames']} frames {rep['width']}x{rep['height']} with {rep.get('decode_steps')} "
+    frames = rep.get("decode_frames") or rep["frames"]
+    msg = (f"**Decoded** {frames} frames {rep['width']}x{rep['height']} with {rep.get('decode_steps')} "
            f"sampling steps in {decode_s:.1f} s; {refine_words(rep)}"
            + (f"; caption *{html.escape(rep.get('decode_caption') or '')}*" if caption else "") + ".")
+    if int(rep.get("segments") or 1) > 1:
+        a, b = rep.get("decode_segments") or (1, rep["segments"])
+        msg += (f" Segments {a}-{b} of {rep['segments']} (from {rep.get('decode_start_seconds', 0):.2f} s)."
+                if (a, b) != (1, rep["segments"]) else f" All {rep['segments']} segments, blended where they meet.")
+    if rep.get("decode_merge"):
+        msg += f" Merged: {rep['decode_merge']} (the updates add)."
     if rep.get("model") == "tiny":
         msg += " (tiny backbone: no visual knowledge - the frames are not a meaningful reconstruction.)"
     return msg

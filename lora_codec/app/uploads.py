@@ -48,6 +48,16 @@ def clip_check(path, start_seconds, frames, size) -> str:
     name = Path(path).name
     try:
         S.check_upload(path)
+        from ..stills import is_still_image, read_image
+
+        if is_still_image(path):  # a picture: one frame
+            h, w = read_image(path, limits=S.LIMITS.video_limits()).frames.shape[1:3]
+            g, _src, _info = F.planned_clip(path, start_seconds, frames, size)
+            out = f"**{name}**: a picture, {w}x{h}; coded as one frame at {g.width}x{g.height}."
+            if w < g.width or h < g.height:
+                out += (f" **A tiny source**: {w}x{h} pixels will be *upscaled* to {g.width}x{g.height}; expect a "
+                        "blurred picture.")
+            return out
         info = S.probe(path)
         g, _src = F.planned_geometry(path, start_seconds, frames, size)
     except LoraCodecError as exc:
