@@ -163,8 +163,10 @@ def clip_preview(path, request: gr.Request = None):
 def _controls(state: str, job=None) -> list:
     """[Compress, Stop early, More steps, Keep improving, the hint]: what can act now, and why not."""
     resume = isinstance(job, dict) and jobs.interrupted(job)
+    long_clip = isinstance(job, dict) and int(job.get("segments") or 1) > 1 and not resume
+    more = state == READY and not long_clip
     return [gr.update(interactive=state != BUSY), gr.update(interactive=state == BUSY),
-            gr.update(interactive=state == READY and not resume), gr.update(interactive=state == READY),
+            gr.update(interactive=more and not resume), gr.update(interactive=more),
             T.actions_hint(state, job)]
 
 
@@ -452,10 +454,10 @@ def build_demo() -> gr.Blocks:
                             frames = gr.Slider(frames_min, frames_max, value=DEFAULT_FRAMES, step=4,
                                                label="Frames to code", elem_id="frames",
                                                info=f"at most {frames_max} (1 more than a multiple of 4)")
-                            segments = gr.Slider(1, F.MAX_SEGMENTS, value=1, step=1, label="Segments (long clips)",
-                                                 elem_id="segments",
-                                                 info=f"more than 1: that many segments of {frames_max} frames from "
-                                                      "the start time, a fit each, in one code")
+                        segments = gr.Slider(1, F.MAX_SEGMENTS, value=1, step=1, label="Segments (long clips)",
+                                             elem_id="segments",
+                                             info=f"more than 1: that many consecutive parts of {frames_max} frames "
+                                                  "from the start time, a fit each, in one code")
                         size_choices, size_default = F.size_choices()
                         size = gr.Dropdown(size_choices, value=size_default, label="Picture size (width x height)",
                                            elem_id="size",

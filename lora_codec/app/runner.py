@@ -14,6 +14,7 @@ the GPU calls are still attributed to the visitor who asked for them after the p
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import logging
 import threading
@@ -50,6 +51,9 @@ class Run:
         self.ahead = 0
         self.started = time.time()
         self.sessions = {session}  # page sessions following it (the one that started it, re-attached ones)
+        # every status it set, in order (a follower gets only the latest at each update; tests and logs
+        # can read them all)
+        self.history: collections.deque = collections.deque(maxlen=2000)
         self.cond = threading.Condition()
 
     @property
@@ -58,6 +62,8 @@ class Run:
 
     def update(self, fields: dict) -> None:
         with self.cond:
+            if "status" in fields:
+                self.history.append(fields["status"])
             self.version += 1
             for k, v in fields.items():
                 self.fields[k] = v

@@ -339,6 +339,9 @@ def actions_hint(state: str, job: dict | None = None) -> str:
         if interrupted(job):
             return (f"*Keep improving* continues the interrupted fit to its budget of {job['target_steps']} steps. "
                     "*Stop early* works while a fit runs.")
+        if int(job.get("segments") or 1) > 1:
+            return ("*Keep improving* is for one-part fits (a long clip's finished parts are already rounded): "
+                    "compress it again with a larger fit budget. *Stop early* works while a fit runs.")
         return "*Keep improving* fits on from where the fit ended. *Stop early* works while a fit runs."
     return ("*Stop early* works while a fit runs or waits; *Keep improving* needs a fit: press *Compress* first.")
 
