@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import LimitError, LoraCodecError, VideoError
+from .units import kbit_per_second
 
 log = logging.getLogger(__name__)
 
@@ -959,11 +960,11 @@ BYTE_PARTS = (
     ("refinement track", "refine_bytes", "the inference-time refinement choices (optional; section 1)"),
 )
 
-BYTE_HEADERS = ["part", "bytes", "share", "kB/s", "bits per pixel", "what it is"]
+BYTE_HEADERS = ["part", "bytes", "share", "kbit/s", "bits per pixel", "what it is"]
 
 
 def byte_table(report: dict) -> tuple[list[list[Any]], int]:
-    """Rows of where the bytes went (with kB/s and bits per pixel at the coded geometry), ending in
+    """Rows of where the bytes went (with kbit/s and bits per pixel at the coded geometry), ending in
     a total row, and the sum of the parts (equal to the file size for a well-formed code)."""
     total = int(report["total_bytes"])
     seconds = float(report["seconds"])
@@ -978,9 +979,9 @@ def byte_table(report: dict) -> tuple[list[list[Any]], int]:
         parts.append(("other sections", other, "sections this app does not know"))
     for label, n, what in parts:
         parts_sum += n
-        rows.append([label, n, f"{100.0 * n / max(1, total):.1f} %", round(n / 1000 / seconds, 4),
+        rows.append([label, n, f"{100.0 * n / max(1, total):.1f} %", round(kbit_per_second(n, seconds), 4),
                      round(n * 8 / pixels, 6), what])
-    rows.append(["total (the code file)", total, "100 %", round(total / 1000 / seconds, 4),
+    rows.append(["total (the code file)", total, "100 %", round(kbit_per_second(total, seconds), 4),
                  round(total * 8 / pixels, 6),
                  f"{report['frames']} frames {report['width']}x{report['height']}, {seconds:.2f} s"])
     return rows, parts_sum

@@ -593,24 +593,30 @@ def _add_encode_options(b) -> None:
     b.add_argument("--steps", type=int, default=None, help="total fit steps per clip (default: the backbone's)")
     rate = b.add_mutually_exclusive_group()
     rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="rate weight")
-    rate.add_argument("--target-kb", type=float, default=None, help="code size per clip in kB (lands in [0.9, 1] x target)")
+    rate.add_argument("--target-kb", type=float, default=None,
+                      help="code size per clip in kB (1 kB = 1000 bytes; lands in [0.9, 1] x target)")
     b.add_argument("--caption", default="", help="caption for clips without their own (list file: PATH<TAB>CAPTION)")
     b.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
     b.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
     b.add_argument("--noise-mode", choices=["random", "seed"], default=None,
                    help="fit on fresh noise (random, the paper) or the decoder's own noise (seed); default: the backbone's")
     b.add_argument("--rank", type=int, default=None, help="LoRA rank")
-    b.add_argument("--theta-length", type=int, default=None)
-    b.add_argument("--proj-seed", type=int, default=0)
+    b.add_argument("--theta-length", type=int, default=None,
+                   help="number of adapter values each code stores (default: the backbone's)")
+    b.add_argument("--proj-seed", type=int, default=0,
+                   help="seed of the fixed random projection from those values to the adapter (default 0)")
     b.add_argument("--batch", type=int, default=None, help="fit samples per step (per process when --data-parallel)")
     b.add_argument("--start", type=float, default=0.0, help="start time in every clip (seconds)")
     from .cli import _add_segment_options
 
     _add_segment_options(b)
     b.add_argument("--refine-n", type=int, default=None, metavar="N", help="record a refinement track (see encode)")
-    b.add_argument("--refine-steps", type=int, default=None, metavar="S")
-    b.add_argument("--refine-select", choices=["gumbel", "greedy"], default="gumbel")
-    b.add_argument("--refine-indexed", default=None, metavar="START:STOP")
+    b.add_argument("--refine-steps", type=int, default=None, metavar="S",
+                   help="sampling steps of the track's schedule (default: --sample-steps; see encode)")
+    b.add_argument("--refine-select", choices=["gumbel", "greedy"], default="gumbel",
+                   help="how the track chooses candidates (see encode)")
+    b.add_argument("--refine-indexed", default=None, metavar="START:STOP",
+                   help="steps that carry an index (see encode)")
 
 
 def settings_from_args(args):
@@ -671,5 +677,5 @@ def add_command(sub) -> None:
     b.add_argument("--redo", action="store_true", help="encode every clip again, even those already done")
     b.add_argument("--timeout-hours", type=float, default=72.0, help="how long ranks may wait for each other")
     b.add_argument("--json", action="store_true", help="print the summary as JSON (rank 0)")
-    b.add_argument("-q", "--quiet", action="store_true")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress or notes; only errors")
     b.set_defaults(func=cmd_batch)

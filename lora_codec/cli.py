@@ -15,8 +15,57 @@ import sys
 from pathlib import Path
 
 from .errors import LoraCodecError
+from .units import ceil_kb, format_bpp, format_bytes_kb, format_kb, format_rate, kilobytes
 
 EXIT_USER_ERROR = 2
+log = logging.getLogger("lora_codec.cli")
+
+CAPTION_NOTE = ("no caption: a short caption of what the clip shows (--caption \"...\") conditions the model and "
+                "helps the fit; it is stored in the code (compressed)")
+
+
+class StopOnSignal:
+    """Ctrl-C (SIGINT) and SIGTERM during a fit: the first asks the fit to stop at the end of its step
+    (calling the object returns True from then on); a second raises KeyboardInterrupt at once. Use as a
+    context manager around the fit; the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._old: dict = {}
+
+    def __call__(self) -> bool:
+        return self.signal_name is not None
+
+    def handle(self, signum, frame=None) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+def _check_target(session, target_kb: float) -> None:
+    """Refuse a --target-kb below the smallest code for this clip, caption and settings, before fitting."""
+    from .codec import minimum_code_bytes
+
+    least = minimum_code_bytes(session.backbone, session.settings.caption, session.settings,
+                               geometry=session.geometry, fps=session.fps, src=session.src)
+    if target_kb * 1000 < least:
+        track = " and refinement track" if session.settings.refine_n else ""
+        raise LoraCodecError(
+            f"the smallest code for this clip and caption{track} is {format_kb(least)} ({least} bytes); "
+            f"--target-kb {target_kb:g} is below it: ask for at least {ceil_kb(least):g} kB"
+            + (", or use a shorter caption" if session.settings.caption else ""))
 
 
 def _json_default(o):
@@ -132,8 +181,12 @@ def cmd_encode(args) -> int:
         for note in session.notes:
             if not quiet:
                 print(f"note: {note}", file=sys.stderr)
+        if not settings.caption:
+            log.warning(CAPTION_NOTE)
         if (session.backbone.is_tiny or session.backbone.is_small) and not quiet:
             print("note: " + session.backbone.describe(), file=sys.stderr)
+        if args.target_kb is not None and session.single:  # a long clip's target is checked as its first segment opens
+            _check_target(session.session, args.target_kb)
         if args.resume:
             session.load_state(args.resume)
         n_seg = session.segments
@@ -153,46 +206,40 @@ def cmd_encode(args) -> int:
             bar.n = min(sp.steps_done, bar.total)
             if n_seg > 1:
                 bar.set_description(f"segment {sp.segment + 1}/{n_seg}", refresh=False)
-            bar.set_postfix(stage=p.stage, loss=f"{p.loss:.4f}", kB=f"{p.est_payload_bytes / 1000:.2f}", refresh=False)
+            bar.set_postfix(stage=p.stage, loss=f"{p.loss:.4f}", kB=f"{kilobytes(p.est_payload_bytes):.2f}",
+                            refresh=False)
             bar.refresh()
 
-        interrupted = {"flag": False}
-
-        def stop():
-            return interrupted["flag"]
-
-        def on_sigint(signum, frame):
-            interrupted["flag"] = True
-
-        old = signal.signal(signal.SIGINT, on_sigint)
-        old_term = signal.signal(signal.SIGTERM, on_sigint)
+        stop = StopOnSignal()
         try:
-            done = session.fit(callback=on_step, max_steps=args.stop_after, should_stop=stop)
+            with stop:
+                done = session.fit(callback=on_step, max_steps=args.stop_after, should_stop=stop)
         finally:
-            signal.signal(signal.SIGINT, old)
-            signal.signal(signal.SIGTERM, old_term)
             bar.close()
         if not done:
+            # The fit is anytime: keep its state (to resume) and write a valid code from it, as the app's
+            # Stop early does. The state is saved first, so a second Ctrl-C while the code is written loses
+            # nothing. A long clip's code then holds the segments fitted so far (the running one as it is).
             session.save_state(state_path)
-            msg = {"stopped": True, "state": str(state_path), "steps": session.steps_done,
-                   "total_steps": session.total_steps, "segments": n_seg, "segments_done": len(session.segments_done)}
-            if args.json:
-                _print_json(msg)
-            else:
-                seg_note = f" ({len(session.segments_done)} of {n_seg} segments done)" if n_seg > 1 else ""
-                print(f"stopped after {session.steps_done}/{session.total_steps} steps{seg_note}; "
-                      f"resume with --resume {state_path}", file=sys.stderr)
-            return 0
-        if args.save_state:
+            if not args.quiet:  # also with --json: the user asked for this stop
+                how = f"after {stop.signal_name}" if stop.signal_name else "as asked (--stop-after)"
+                segs = (f" ({len(session.segments_done)} of {n_seg} segments done; the code holds the segments fitted "
+                        "so far)") if n_seg > 1 else ""
+                print(f"stopped {how} at step {session.steps_done}/{session.total_steps}{segs}: the fit state "
+                      f"is saved to {state_path}; writing a code of the fit so far to {out} (Ctrl-C again aborts "
+                      f"that). To continue the fit, run the same command with --resume {state_path}",
+                      file=sys.stderr)
+        if args.save_state and done:
             session.save_state(state_path)
+        steps_done, total_steps = session.steps_done, session.total_steps
         on_refine, close_refine = _lazy_bar("refinement track", quiet)
         try:
-            result = session.finish(progress=on_refine)
+            result = session.finish(progress=on_refine, partial=not done)
         finally:
             close_refine()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(result.data)
-    if not args.save_state and state_path.exists():
+    if done and not args.save_state and state_path.exists():
         state_path.unlink()  # the code is written: the periodic checkpoint has done its job
     if args.text:
         from .bitstream import to_text
@@ -200,19 +247,31 @@ def cmd_encode(args) -> int:
         Path(args.text).write_text(to_text(result.data) + "\n")
     report = dict(result.report)
     report["output"] = str(out)
+    if not done:
+        report.update(stopped=True, state=str(state_path), steps=steps_done, total_steps=total_steps)
     if args.json:
         _print_json(report)
-    else:
-        print(f"wrote {out}: {report['total_bytes']} bytes ({report['kbytes_per_second']:.2f} kB/s, "
-              f"{report['bits_per_pixel']:.5f} bpp); {report['steps']} fit steps in {report['fit_seconds']:.1f} s")
-        if report.get("segments", 1) > 1:
-            per = ", ".join(f"{r['fit_seconds']:.1f} s" for r in report.get("segment_reports", []))
-            print(f"{report['segments']} segments of {report['segment_frames']} frames ({report['frames']} frames, "
-                  f"{report['seconds']:.2f} s); fit time per segment: {per}; "
-                  f"{'one prior shared by all segments' if report.get('shared_prior') else 'a prior per segment'}")
-        if report.get("refine_n"):
-            print(f"refinement track: {report['refine_bytes']} bytes ({report['refine_bits']} index bits, "
-                  f"N = {report['refine_n']}, {report['refine_steps']} steps) in {report['refine_seconds']:.1f} s")
+        return 0
+    if args.quiet:
+        print(out)
+        if not done:
+            print(state_path)
+        return 0
+    print(f"wrote {out}: {format_bytes_kb(report['total_bytes'])}, "
+          f"{format_rate(report['total_bytes'], report['seconds'])}, "
+          f"{format_bpp(report['total_bytes'], report['frames'] * report['height'] * report['width'])}; "
+          f"{report['steps']} fit steps in {report['fit_seconds']:.1f} s")
+    if report.get("segments", 1) > 1:
+        per = ", ".join(f"{r['fit_seconds']:.1f} s" for r in report.get("segment_reports", []))
+        print(f"{report['segments']} segments of {report['segment_frames']} frames ({report['frames']} frames, "
+              f"{report['seconds']:.2f} s); fit time per segment: {per}; "
+              f"{'one prior shared by all segments' if report.get('shared_prior') else 'a prior per segment'}")
+    if report.get("refine_n"):
+        print(f"refinement track: {report['refine_bytes']} bytes ({report['refine_bits']} index bits, "
+              f"N = {report['refine_n']}, {report['refine_steps']} steps) in {report['refine_seconds']:.1f} s")
+    if not done:
+        print(f"stopped early at step {report['steps']} of {report['total_steps']}: {out} is a valid code of the fit "
+              f"so far; continue the fit with --resume {state_path}")
     return 0
 
 
@@ -286,6 +345,8 @@ def cmd_decode(args) -> int:
     report["output"] = str(out)
     if args.json:
         _print_json(report)
+    elif args.quiet:
+        print(out)
     else:
         if result.code.model == "tiny":
             print("note: decoded with the tiny backbone (no visual knowledge): the frames are not a meaningful "
@@ -317,8 +378,8 @@ def cmd_info(args) -> int:
 
 
 def format_info(info: dict) -> str:
-    """`describe()`'s dict as a short summary for a person: rounded numbers with units (kB = 1000 bytes),
-    no raw keys and no empty values. `info --json` prints every field instead."""
+    """`describe()`'s dict as a short summary for a person: rounded numbers with units (`units`: kB = 1000
+    bytes, rates in kbit/s), no raw keys and no empty values. `info --json` prints every field instead."""
     def b(n) -> str:
         return f"{int(n):,} B"
 
@@ -331,9 +392,9 @@ def format_info(info: dict) -> str:
     noise = {"seed": "fitted on the decoder's own noise", "random": "fitted on random noise"}.get(
         str(info.get("noise_mode")), f"noise mode {info.get('noise_mode')}")
     lines = [
-        f"code:     {info['total_bytes']:,} bytes ({info['total_bytes'] / 1000:.2f} kB)"
-        + (f", {info['kbytes_per_second']:.2f} kB/s" if info.get("kbytes_per_second") is not None else "")
-        + (f", {info['bits_per_pixel']:.3f} bits per pixel" if info.get("bits_per_pixel") is not None else ""),
+        f"code:     {format_bytes_kb(info['total_bytes'])}"
+        + (f", {format_rate(info['total_bytes'], info['seconds'])}" if info.get("seconds") else "")
+        + f", {format_bpp(info['total_bytes'], info['frames'] * info['height'] * info['width'])}",
         "          " + " + ".join(parts),
         f"model:    {info['model']} (weights fingerprint {info['fingerprint']})",
         f"video:    {info['frames']} frames of {info['width']}x{info['height']}"
@@ -371,31 +432,49 @@ def _add_segment_options(p) -> None:
                         f"(default {DEFAULT_OVERLAP}; more costs bytes: more segments)")
 
 
+JSON_HELP = "print the result as one JSON object on stdout (no notes or progress; warnings still go to stderr)"
+QUIET_HELP = "quiet: no progress, notes or warnings; only errors, and the path of what was written"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lora_codec",
                                 description="Video compression as adaptation of a frozen video diffusion model.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("encode", help="fit a code to a clip")
+    e = sub.add_parser("encode", help="fit a code to a clip",
+                       description="Fit a code to a clip. Ctrl-C stops the fit early: the fit state is saved and a "
+                                   "valid code of the fit so far is written (--resume continues it); a second "
+                                   "Ctrl-C aborts.")
     e.add_argument("input", help="a video file (anything PyAV can open) or a still picture (PNG, JPEG, WebP: a "
                                  "one-frame code)")
     e.add_argument("-o", "--output", required=True, help="the code file to write (.vov)")
-    e.add_argument("--model", default="auto", help="auto (default: Wan on CUDA, else small), small (trained here, CPU), tiny (random, tests), wan2.1-t2v-1.3b")
-    e.add_argument("--steps", type=int, default=None, help="total fit steps (default: the backbone's)")
+    e.add_argument("--model", default="auto",
+                   help="auto (default: Wan on CUDA, else small), small (trained here, CPU), tiny (random, tests), "
+                        "wan2.1-t2v-1.3b (a CUDA GPU and its weights: the hub, or a folder named by "
+                        "LORA_CODEC_WAN_PATH)")
+    e.add_argument("--steps", type=int, default=None,
+                   help="total fit steps (default: the backbone's); per segment for a long clip")
     rate = e.add_mutually_exclusive_group()
-    rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="rate weight")
+    rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None,
+                      help="rate weight: larger gives smaller codes and lower quality (default: the backbone's)")
     rate.add_argument("--target-kb", type=float, default=None,
-                      help="final code size in kB (1000 bytes), for the whole file (all segments of a long clip); "
-                           "lands in about [0.9, 1] x target, never above")
-    e.add_argument("--caption", default="", help="caption the model is conditioned on (stored in the code)")
+                      help="final code size in kB (1 kB = 1000 bytes), for the whole file (all segments of a long "
+                           "clip); lands in [0.9, 1] x target (a long clip: about, never above). A target below the "
+                           "smallest possible code for the clip and caption is refused before fitting")
+    e.add_argument("--caption", default="",
+                   help="what the clip shows, in a few words: the model is conditioned on it, which helps the fit "
+                        "(stored in the code, compressed)")
     e.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
     e.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
     e.add_argument("--noise-mode", choices=["random", "seed"], default=None,
                    help="fit on random noise (paper) or on the decoder's own seed noise; default: the backbone's (seed for small)")
-    e.add_argument("--rank", type=int, default=None)
-    e.add_argument("--theta-length", type=int, default=None)
-    e.add_argument("--proj-seed", type=int, default=0)
-    e.add_argument("--batch", type=int, default=None)
+    e.add_argument("--rank", type=int, default=None,
+                   help="rank of the adapter's low-rank factors (default: the backbone's)")
+    e.add_argument("--theta-length", type=int, default=None,
+                   help="number of adapter values the code stores (default: the backbone's)")
+    e.add_argument("--proj-seed", type=int, default=0,
+                   help="seed of the fixed random projection from those values to the adapter (default 0)")
+    e.add_argument("--batch", type=int, default=None, help="fit samples per step (default: the backbone's)")
     e.add_argument("--start", type=float, default=0.0, help="start time in the clip (seconds)")
     _add_segment_options(e)
     e.add_argument("--size", default=None, metavar="WxH",
@@ -403,9 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "transposed for portrait clips). Wan codes any multiples of 16 up to 832x480's pixel "
                         "count, e.g. 480x272 or 624x352 (or 272x480 portrait); it was trained at 480p, so "
                         "smaller sizes cost quality. The picture is resized and centre-cropped, never stretched")
-    e.add_argument("--resume", default=None, help="continue a fit from its saved state file")
-    e.add_argument("--save-state", default=None, help="where to write the fit state (default OUTPUT.state when stopped)")
-    e.add_argument("--stop-after", type=int, default=None, help="stop after this many steps and save the state")
+    e.add_argument("--resume", default=None, metavar="STATE",
+                   help="continue a fit from its saved state file (same input and options)")
+    e.add_argument("--save-state", default=None, metavar="STATE",
+                   help="where to write the fit state (default OUTPUT.state, kept when the fit is stopped early)")
+    e.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N steps: save the state and write a code of the fit so far (as Ctrl-C does)")
     e.add_argument("--checkpoint-every", type=int, default=50, metavar="N",
                    help="save the fit state every N steps (default 50; 0 = only when stopped), so a killed "
                         "encode resumes with --resume")
@@ -419,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="choose candidates by Gumbel-max sampling of the importance weights (default) or greedily")
     e.add_argument("--refine-indexed", default=None, metavar="START:STOP",
                    help="steps that carry an index (Python slice of 0..S-1; default all but the last, ':-1')")
-    e.add_argument("--json", action="store_true")
-    e.add_argument("-q", "--quiet", action="store_true")
+    e.add_argument("--json", action="store_true", help=JSON_HELP)
+    e.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="regenerate a clip from a code")
@@ -442,13 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--refine", default=None, metavar="all|none|K",
                    help="refinement track: replay all of it (default), none (plain ODE with --steps), or its first "
                         "K indexed steps then the ODE on the same schedule")
-    d.add_argument("--json", action="store_true")
-    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("--json", action="store_true", help=JSON_HELP)
+    d.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser("info", help="describe a code")
-    i.add_argument("input")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("input", help="a code file (.vov) or its text form")
+    i.add_argument("--json", action="store_true", help="print every field as one JSON object instead of the summary")
     i.set_defaults(func=cmd_info)
 
     from .evaluation import add_commands  # compare, batch
@@ -457,13 +539,75 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Once(logging.Filter):
+    """Let each distinct message through once (a warning repeated per clip, per load or per call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+class _Stderr(logging.StreamHandler):
+    """A stream handler that writes to whatever `sys.stderr` is when a record is emitted."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+# Libraries whose own log lines are for their developers (download retries, deprecations, load reports):
+# only their errors reach the user; what matters is said by lora_codec's own messages.
+LIBRARY_LOGGERS = ("diffusers", "transformers", "peft", "huggingface_hub", "accelerate", "torch", "PIL")
+
+
+def setup_output(quiet: bool = False) -> logging.Handler:
+    """Route every warning the user sees through one stderr handler that prints each message once
+    (`note: ...`): lora_codec's log records and Python warnings (`warnings.warn` from torch, diffusers,
+    transformers: one line, category and message, no source line). `quiet`: errors only. Replaces the
+    handler an earlier call installed. Returns the handler."""
+    import warnings
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_lora_codec", False):
+            root.removeHandler(h)
+    handler = _Stderr()
+    handler._lora_codec = True
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    handler.addFilter(_Once())
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR if quiet else logging.WARNING)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        warnings.simplefilter("ignore")
+    warn_log = logging.getLogger("lora_codec.warnings")
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        warn_log.warning("%s: %s", category.__name__, str(message).strip().splitlines()[0] if str(message).strip()
+                         else "")
+
+    warnings.showwarning = show
+    return handler
+
+
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
-    for noisy in ("diffusers", "transformers", "peft"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_output(quiet=bool(getattr(args, "quiet", False)))
     try:
         return args.func(args)
     except LoraCodecError as exc:

@@ -462,6 +462,41 @@ def encode(video, settings: EncodeSettings | None = None, *, callback=None, resu
 # -------------------------------------------------------------------------------------------------
 
 
+def minimum_code_bytes(backbone: Backbone, caption: str = "", settings: EncodeSettings | None = None, *,
+                       geometry: Geometry | None = None, fps=None, src: tuple[int, int, int] | None = None) -> int:
+    """The smallest code (whole file, in bytes) an encode of this backbone, caption and settings can
+    produce, known before any fitting: header + stored caption + the smallest prior (every symbol
+    equal: one histogram bin) + an empty payload + the refinement track's fixed size (`settings.refine_n`).
+    A very high rate weight or a very coarse step tends to it; no code is smaller (docs/FORMAT.md).
+
+    `geometry` (coded frames, height, width), `fps` (a Fraction or float) and `src` (source width,
+    height, frames) make it exact for one clip (`EncodeSession` has them as `geometry`, `fps`, `src`);
+    without them the clip-dependent header fields count their smallest size (1 byte each), so the result
+    is a lower bound within a few bytes. Only `backbone.name` and `backbone.defaults` are used (no
+    weights). Raises LoraCodecError / RefinementError for invalid settings."""
+    s = dataclasses.replace(settings) if settings is not None else EncodeSettings()
+    s.caption = caption or ""
+    if len(s.caption.encode("utf-8")) > bitstream.MAX_CAPTION_BYTES:
+        raise LoraCodecError(f"the caption is longer than {bitstream.MAX_CAPTION_BYTES} bytes")
+    d = backbone.defaults
+    sample_steps = s.sample_steps or d.sample_steps
+    plan = refine_plan(s, sample_steps)
+    adapter = adapter_config_for(backbone, s)
+    fit = fit_config_for(backbone, s)
+    geom = geometry or Geometry(1, 16, 16)
+    rate = Fraction(fps if fps is not None else 1).limit_denominator(1 << 20)
+    src_w, src_h, src_n = src if src is not None else (0, 0, 0)
+    code = Code(model=backbone.name, fingerprint=bytes(8), targets=tuple(adapter.targets), rank=adapter.rank,
+                theta_length=adapter.theta_length, proj_seed=adapter.proj_seed, frames=geom.frames,
+                height=geom.height, width=geom.width, fps_num=rate.numerator, fps_den=rate.denominator,
+                src_width=src_w, src_height=src_h, src_frames=src_n, noise_seed=s.seed,
+                noise_mode=NOISE_MODES[fit.noise_mode], steps=sample_steps,
+                shift=s.shift if s.shift is not None else d.shift,
+                guidance=s.guidance if s.guidance is not None else d.guidance, caption=s.caption, step_size=1.0,
+                symbols=np.zeros(adapter.theta_length, dtype=np.int32))
+    return len(bitstream.write_code(code)) + (plan.section_bytes() if plan else 0)
+
+
 def describe(data: bytes | str) -> dict:
     """`info`: sizes of every part of a code and what it holds (no backbone needed)."""
     from .segments import segment_info

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import LoraCodecError
+from .units import kbit_per_second
 
 __all__ = ["EvaluationError", "Reference", "coded_reference", "compare", "format_table", "plot_rd", "add_commands"]
 
@@ -209,7 +210,7 @@ def compare(video, codes: list[bytes], *, codecs=None, curve=DEFAULT_CURVE, star
         notes.append(TINY_NOTE)
 
     def rate(nbytes: int) -> dict:
-        return {"bytes": int(nbytes), "kbps": nbytes * 8 / 1000 / seconds, "bpp": nbytes * 8 / (T * H * W)}
+        return {"bytes": int(nbytes), "kbps": kbit_per_second(nbytes, seconds), "bpp": nbytes * 8 / (T * H * W)}
 
     rows: list[dict] = []
     unavailable: set[str] = set()
@@ -287,7 +288,7 @@ def format_table(result: dict) -> str:
     rows = result["rows"]
     perceptual = any(r.get("lpips") is not None or r.get("dists") is not None for r in rows)
     still = result.get("still")
-    head = ["codec", "budget", "bytes", "kbps", "bpp", "quality" if still else "crf", "fits", "PSNR", "PSNR-Y",
+    head = ["codec", "budget", "bytes", "kbit/s", "bpp", "quality" if still else "crf", "fits", "PSNR", "PSNR-Y",
             "MS-SSIM"]
     if perceptual:
         head += ["LPIPS", "DISTS"]
@@ -328,7 +329,7 @@ def format_table(result: dict) -> str:
 
 
 def plot_rd(result: dict, path) -> None:
-    """PSNR and MS-SSIM against kbps, one curve per classic codec, the codes as stars."""
+    """PSNR and MS-SSIM against kbit/s, one curve per classic codec, the codes as stars."""
     try:
         import matplotlib
 
@@ -356,7 +357,7 @@ def plot_rd(result: dict, path) -> None:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
-        ax.set_xlabel("kbps (whole file)")
+        ax.set_xlabel("kbit/s (whole file)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -429,8 +430,9 @@ def add_commands(sub) -> None:
     c.add_argument("--steps", type=int, default=None, help="sampling steps to decode with (default: the code's)")
     c.add_argument("--no-perceptual", action="store_true", help="skip LPIPS / DISTS even when their weights are present")
     c.add_argument("--plot", default=None, metavar="OUT.png", help="write the R-D curves (matplotlib)")
-    c.add_argument("--json", action="store_true")
-    c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the comparison as one JSON object on stdout")
+    c.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress lines, notes or warnings on stderr (the table is still printed)")
     c.set_defaults(func=cmd_compare)
 
     from .batch import add_command as add_batch
