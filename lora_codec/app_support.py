@@ -87,7 +87,7 @@ def gpu(duration: Callable[..., float] | float):
 @dataclasses.dataclass(frozen=True)
 class AppLimits:
     max_upload_mb: int = int(os.environ.get("LORA_CODEC_APP_MAX_UPLOAD_MB", "50"))
-    max_clip_seconds: float = float(os.environ.get("LORA_CODEC_APP_MAX_CLIP_SECONDS", "60"))
+    max_clip_seconds: float = float(os.environ.get("LORA_CODEC_APP_MAX_CLIP_SECONDS", "600"))
     max_code_kb: int = int(os.environ.get("LORA_CODEC_APP_MAX_CODE_KB", "4096"))
     max_caption_bytes: int = 4096
     max_fit_steps: int = int(os.environ.get("LORA_CODEC_APP_MAX_FIT_STEPS", "5000"))

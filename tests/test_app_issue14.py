@@ -56,7 +56,7 @@ def test_long_clip_in_slices_and_decode_tab(appm, tmp_path):
     assert "3 segments" in md1  # all of this 40-frame clip would be 3 segments
     f = _run(appm["jobs"].compress(str(clip), segments=2, **ARGS))
     assert f["status"].startswith("**Done.**"), f["status"]
-    assert any("segment 2 / 2" in s for s in f["_statuses"])  # progress per segment
+    assert any("segment 2 of 2" in s for s in f["_statuses"])  # progress per segment
     code = read_code(open(f["code_file"], "rb").read())
     assert code.n_segments == 2 and code.output_frames == 33
     seg = f["summary"]["segments"]

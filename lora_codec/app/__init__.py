@@ -7,9 +7,11 @@ these modules, one concern each. Nothing here imports gradio.
   finish (quantise, write, decode) and a decode; plain values in and out.
 - `forms`: checking what a user entered (numbers in range, the size choice, the rate setting, a code
   given as a file or text) and turning it into the library's settings.
-- `uploads`: what the page does with an uploaded clip before any fit (the preview).
+- `uploads`: what the page does with an uploaded clip before any fit (the preview; what will be coded).
+- `runner`: runs jobs on the server in threads, independently of the page (its own queue; a waiting
+  job can be cancelled; pages follow a job and re-attach after a reload).
 - `jobs`: a compress job: its folder and record, the fit in slices (one GPU call each), stop, keep
-  improving, what a page reload restores, the session's folders.
+  improving, what a page load finds (a running job to follow, or what the server kept).
 - `results`: a finished job's code turned into what the page shows (files, the byte table, x265 at
   the same size and the metrics, the summary).
 - `decoding`: the Decode tab's work (describe a code, decode it to an mp4).

@@ -16,31 +16,36 @@ from . import text as T
 from .gpu import plain
 
 
-def describe_code(code_file, code_text) -> tuple[str, dict, dict | None]:
-    """(markdown, JSON-able info, the track's indexed step count as {"maximum", "value"} for the K
-    control, or None). A code that does not parse is reported in the markdown, not raised (this runs
-    while the user types or pastes)."""
+def describe_code(code_file, code_text) -> tuple[str, dict, dict]:
+    """(markdown, JSON-able info, what the refinement and segment controls should offer for this code:
+    {"track": bool, "count": indexed steps, "steps": sampling steps the track is recorded on,
+    "segments": a long clip's segments, "valid": bool}). A code
+    that does not parse is reported in the markdown, not raised (this runs while the user types)."""
+    none = {"track": False, "count": 0, "steps": 0, "valid": False, "segments": 1}
     if not code_file and not (code_text or "").strip():
-        return "", {}, None
+        return "", {}, none
     try:
         info = describe(F.read_code_input(code_file, code_text))
     except LoraCodecError as exc:
-        return f"**Not a valid code:** {' '.join(str(exc).split())}", {"error": str(exc)}, None
-    k = None
+        return f"**Not a valid code:** {T.plain(str(exc))}", {"error": str(exc)}, none
+    segments = int(info.get("segments") or 1)
+    track = {"track": False, "count": 0, "steps": 0, "valid": True, "segments": segments}
     if info.get("refine_indexed"):
         count = info["refine_indexed"][1] - info["refine_indexed"][0]
-        k = {"maximum": max(1, count), "value": min(count, max(1, count // 2))}
-    return T.code_markdown(info), plain(info), k
+        track = {"track": True, "count": int(count), "steps": int(info.get("refine_steps") or 0), "valid": True,
+                 "segments": segments}
+    return T.code_markdown(info), plain(info), track
 
 
 def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, workdir, segments=None,
                 merge_file=None, merge_weights=None) -> tuple[str, str, dict]:
-    """Decode a code (file or text) into `workdir`/decoded.mp4; returns (mp4 path, status markdown,
-    the decode report). `segments`: a long clip's range ('2-3'; empty = all); `merge_file`: another
-    code whose adapter is applied at once (editing), `merge_weights` e.g. '0.5, 0.5' (this code's first)."""
+    """Decode a code (file or text) into `workdir`/decoded.mp4; returns (mp4 path, status markdown
+    saying which sampling steps and refinement were used, the decode report). `segments`: a long
+    clip's range ('2-3'; empty = all); `merge_file`: another code whose adapter is applied at once
+    (editing), `merge_weights` e.g. '0.5, 0.5' (this code's first)."""
+    from ..bitstream import read_code
     from ..merge import check_mergeable
     from ..segments import parse_segment_range
-    from ..bitstream import read_code
     from ..video import write_video
 
     data = F.read_code_input(code_file, code_text)
@@ -62,7 +67,7 @@ def decode_code(code_file, code_text, steps, refine_mode, refine_k, caption, wor
         raise LimitError(f"this code's refinement track is recorded on {track_steps} sampling steps: set the steps "
                          f"to 0 (as stored) or {track_steps}, or replay none of the track to use other steps")
     if isinstance(refine, int) and refine > 0 and not info.get("refine_n"):
-        raise LimitError("this code has no refinement track: choose 'all' or 'none'")
+        raise LimitError("this code has no refinement track: there is nothing to replay")
     if isinstance(refine, int) and info.get("refine_indexed"):
         count = info["refine_indexed"][1] - info["refine_indexed"][0]
         if refine > count:

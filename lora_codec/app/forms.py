@@ -4,6 +4,7 @@ code given as a file or as text. Every refusal is a `LimitError` / `LoraCodecErr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .. import app_support as S
@@ -11,15 +12,30 @@ from .. import bitstream
 from ..backbones import Geometry
 from ..cli import parse_size
 from ..errors import LimitError, LoraCodecError
+from ..units import ceil_kb
 from . import runtime as R
 
-PRESETS = {  # API value -> (label, rate weight lambda; METHOD.md: ~3e-3 .. 15e-3)
-    "small": ("small (λ = 0.015)", 15e-3),
-    "balanced": ("balanced (λ = 0.005)", S.BALANCED_LAMBDA),
-    "detailed": ("detailed (λ = 0.003)", 3e-3),
-}
+# The quality presets, in plain words; "balanced" is this backbone's own default rate weight (lambda,
+# METHOD.md: ~3e-3 .. 15e-3 on Wan), the others a smaller file or more detail around it.
+PRESET_FACTORS = {"small": ("smaller file", 3.0), "balanced": ("balanced", 1.0), "detailed": ("more detail", 0.6)}
+PRESETS = {key: (label, round(R.APP_DEFAULTS.rate_lambda * f, 6)) for key, (label, f) in PRESET_FACTORS.items()}
 RATE_TARGET = "target"
-RATE_CHOICES = [("size target (kB)", RATE_TARGET)] + [(label, key) for key, (label, _l) in PRESETS.items()]
+PRESET_CHOICES = [(label, key) for key, (label, _l) in PRESETS.items()]
+RATE_CHOICES = [("size target (kB)", RATE_TARGET)] + PRESET_CHOICES  # /encode's rate_mode values (+ a number)
+LAMBDA_RANGE = (1e-4, 1.0)
+
+
+def rate_mode_of(size_by: str, preset: str, rate_weight) -> str:
+    """The page's size controls -> /encode's `rate_mode`: "target", a preset's key, or the rate
+    weight itself (a number, from Advanced) when it differs from the preset's."""
+    if size_by == RATE_TARGET:
+        return RATE_TARGET
+    preset = preset if preset in PRESETS else "balanced"
+    try:
+        lam = float(rate_weight)
+    except (TypeError, ValueError):
+        return preset
+    return preset if math.isclose(lam, PRESETS[preset][1], rel_tol=1e-3) else f"{lam:g}"
 
 
 MAX_SEGMENTS = int(__import__("os").environ.get("LORA_CODEC_APP_MAX_SEGMENTS", "12"))  # a long clip's segments per job
@@ -71,6 +87,7 @@ def size_arg(size) -> tuple[int, int] | None:
 
 
 def rate_kwargs(rate_mode: str, target_kb) -> dict:
+    """`rate_mode` ("target", a preset's key, or a rate weight as a number) -> EncodeSettings fields."""
     if rate_mode == RATE_TARGET:
         try:
             t = float(target_kb)
@@ -81,14 +98,87 @@ def rate_kwargs(rate_mode: str, target_kb) -> dict:
         return {"target_kb": t}
     if rate_mode in PRESETS:
         return {"rate_lambda": PRESETS[rate_mode][1]}
-    raise LimitError(f"unknown size setting {rate_mode!r}; choose one of: {RATE_TARGET}, {', '.join(PRESETS)}")
+    try:
+        lam = float(rate_mode)
+    except (TypeError, ValueError):
+        lam = None
+    if lam is not None and math.isfinite(lam):
+        lo, hi = LAMBDA_RANGE
+        if not lo <= lam <= hi:
+            raise LimitError(f"the rate weight must be between {lo:g} and {hi:g}")
+        return {"rate_lambda": lam}
+    raise LimitError(f"unknown size setting {rate_mode!r}; choose a size target or one of the presets: "
+                     f"{', '.join(PRESETS)}")
+
+
+def smallest_code_bytes(settings: dict, geom, fps=None, src=None) -> int:
+    """The smallest code these settings can make for a clip coded at `geom` (`codec.minimum_code_bytes`:
+    header, caption, the smallest prior, an empty payload, the refinement track if asked for). Known
+    before any fitting: a size target below it is impossible."""
+    from ..codec import EncodeSettings, minimum_code_bytes
+
+    s = EncodeSettings(**{k: v for k, v in settings.items() if k in R.ENCODE_FIELDS})
+    return minimum_code_bytes(R.BACKBONE, s.caption or "", s, geometry=geom, fps=fps, src=src)
+
+
+def clip_rate_and_source(info, geom) -> tuple:
+    """(fps, (source width, height, frames)) of a probed clip for `smallest_code_bytes`, or (None, None)."""
+    if info is None:
+        return None, None
+    from fractions import Fraction
+
+    return Fraction(info.fps).limit_denominator(1 << 20), (info.width, info.height, info.frames or geom.frames)
+
+
+def check_size_target(settings: dict, geom, fps=None, src=None) -> None:
+    """Refuse, before any work, a size target below the smallest possible code (LimitError)."""
+    t = settings.get("target_kb")
+    if t is None:
+        return
+    least = smallest_code_bytes(settings, geom, fps, src)
+    if t * 1000 < least:
+        raise LimitError(size_target_message(t, least, settings))
+
+
+def size_target_message(target_kb: float, least: int, settings: dict) -> str:
+    parts = "the header, the caption" + (" and the refinement track" if settings.get("refine_n") else "")
+    return (f"a size target of {target_kb:g} kB cannot be met: the smallest possible code for this clip and "
+            f"caption is {least} bytes ({least / 1000:.2f} kB: {parts} and an empty adapter); "
+            f"choose at least {ceil_kb(least):.2f} kB, or a shorter caption")
 
 
 def check_caption(caption) -> str:
     caption = caption or ""
-    if len(caption.encode("utf-8")) > S.LIMITS.max_caption_bytes:
-        raise LimitError(f"the caption is longer than {S.LIMITS.max_caption_bytes} bytes")
+    n = len(caption.encode("utf-8"))
+    if n > S.LIMITS.max_caption_bytes:
+        raise LimitError(f"the caption is {n} bytes long; a code holds at most {S.LIMITS.max_caption_bytes}: "
+                         "shorten it")
     return caption
+
+
+def caption_tokens(caption: str) -> int:
+    """How many tokens the backbone's text encoder sees for `caption` (before its cut-off)."""
+    tok = R.BACKBONE.pipe.tokenizer
+    return len(tok(caption or "", add_special_tokens=True, verbose=False)["input_ids"])
+
+
+def caption_reach(caption: str) -> tuple[int, int, str | None]:
+    """(tokens, the model's limit, the caption's last words the model still reads when it is cut,
+    else None). The whole caption is stored in the code either way; the model reads only the first
+    `limit` tokens of it."""
+    limit = int(R.BACKBONE.max_sequence_length)
+    n = caption_tokens(caption)
+    if n <= limit:
+        return n, limit, None
+    words = caption.split()
+    lo, hi = 0, len(words)  # the most words whose tokens fit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if caption_tokens(" ".join(words[:mid])) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return n, limit, " ".join(words[max(0, lo - 4):lo])
 
 
 def encode_settings(*, caption, rate_mode, target_kb, fit_steps, refine_log2, seed, sample_steps, batch,
@@ -113,7 +203,14 @@ def encode_settings(*, caption, rate_mode, target_kb, fit_steps, refine_log2, se
 
 
 def planned_geometry(video, start_seconds, frames, size=None) -> tuple[Geometry, str]:
-    """The geometry a compress with these inputs will code, and a few words on the source."""
+    """The geometry a compress with these inputs will code, and a few words on the source
+    (`planned_clip` also gives the probe)."""
+    g, src, _info = planned_clip(video, start_seconds, frames, size)
+    return g, src
+
+
+def planned_clip(video, start_seconds, frames, size=None):
+    """(geometry, a few words on the source, `app_support.ClipInfo` or None without a clip)."""
     frames = int_in("frames to code", frames, 1, R.BACKBONE.native.frames)
     wh = size_arg(size)
     if video:
@@ -123,7 +220,7 @@ def planned_geometry(video, start_seconds, frames, size=None) -> tuple[Geometry,
             pic = read_image(video, limits=S.LIMITS.video_limits())
             h, w = pic.frames.shape[1:3]
             g = R.BACKBONE.coded_geometry(1, h, w, size=S.oriented(wh, h, w) if wh else None)
-            return g, f"a still picture {w}x{h}: one frame"
+            return g, f"a still picture {w}x{h}: one frame", None
         info = S.probe(video)
         avail = frames
         if info.frames:
@@ -132,8 +229,9 @@ def planned_geometry(video, start_seconds, frames, size=None) -> tuple[Geometry,
         g = R.BACKBONE.coded_geometry(avail, info.height, info.width,
                                       size=S.oriented(wh, info.height, info.width) if wh else None)
         return g, f"source {info.width}x{info.height}, {info.fps:.3g} fps" + (
-            f", {info.seconds:.2f} s" if info.seconds else "")
-    return R.BACKBONE.coded_geometry(frames, R.BACKBONE.native.height, R.BACKBONE.native.width, size=wh), "no clip yet"
+            f", {info.seconds:.2f} s" if info.seconds else ""), info
+    return (R.BACKBONE.coded_geometry(frames, R.BACKBONE.native.height, R.BACKBONE.native.width, size=wh),
+            "no clip yet", None)
 
 
 def read_code_input(code_file, code_text) -> bytes:

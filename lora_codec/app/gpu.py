@@ -161,11 +161,11 @@ def gpu_fit(job: dict, seconds: float, call_s: float | None = None):
             yield {"kind": "setup", "setup_s": setup_s, "step": session.steps_done, "total": target,
                    "notes": list(session.notes), "segments": session.segments}
             stop_file = Path(job["dir"]) / "STOP"
+            save_file = Path(job["dir"]) / "SAVE"  # asked for when the page that follows the fit goes away
             # on ZeroGPU the call is ended at its requested duration: stop early enough to save the state
             if not S.ON_ZEROGPU:
                 hard = None
-            start = last_save = last_size = time.perf_counter()
-            size = None
+            start = last_save = time.perf_counter()
             step_s = 0.0
             last_p = None
             while (session.steps_done < target and not session.done
@@ -175,27 +175,28 @@ def gpu_fit(job: dict, seconds: float, call_s: float | None = None):
                 ts = time.perf_counter()
                 seg = session.fitting_segment
                 session.fit(max_steps=1)  # (a long clip: may also finish a segment, or open the next)
-                now = time.perf_counter()
-                step_s = now - ts
+                step_s = time.perf_counter() - ts
                 if session.done or (session.last_progress is None and seg is not None):  # a segment just ended
                     session.save_state(state)
                     last_save = time.perf_counter()
                 if session.done:
                     break
-                if size is None or now - last_size > 2.0:
-                    size = session.code_bytes_estimate()
-                    last_size = time.perf_counter()
                 p = session.last_progress or last_p
                 if p is None:
                     continue
                 last_p = p
+                # the size of the code a stop now would write, at every step (quantise + entropy-code: ms)
+                size = session.code_bytes_estimate()
                 yield {"kind": "step", "step": session.steps_done, "total": target, "stage": p.stage, "loss": p.loss,
                        "mse": p.mse, "est_payload_bytes": p.est_payload_bytes, "code_bytes": size,
                        "step_s": step_s, "fit_seconds": p.elapsed,
                        "segment": (session.fitting_segment or 0) + 1, "segments": session.segments}
-                if time.perf_counter() - last_save > 30.0:
+                asked = save_file.exists()
+                if asked or time.perf_counter() - last_save > 30.0:
                     session.save_state(state)
+                    save_file.unlink(missing_ok=True)
                     last_save = time.perf_counter()
+                    yield {"kind": "checkpoint", "step": session.steps_done, "total": target}
             session.save_state(state)
             yield {"kind": "saved", "step": session.steps_done, "total": target,
                    "done": bool(session.done or session.steps_done >= target), "stopped": stop_file.exists()}

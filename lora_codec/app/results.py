@@ -12,6 +12,7 @@ import numpy as np
 from .. import app_support as S
 from .. import bitstream
 from ..codec import describe
+from ..units import format_rate
 from . import runtime as R
 from .gpu import plain
 from .text import bullets
@@ -123,7 +124,7 @@ def results(job: dict, out: dict, stopped: bool) -> dict:
     }
     head = ("**Stopped early** - the code is valid (the fit is anytime); *Keep improving* continues from the saved "
             "state." if stopped else "**Done.**")
-    status = (f"{head} {report['total_bytes']} bytes ({report['kbytes_per_second']:.3g} kB/s, "
+    status = (f"{head} {report['total_bytes']} bytes ({format_rate(report['total_bytes'], report['seconds'])}, "
               f"{report['bits_per_pixel']:.4g} bits per pixel) after {steps_done} fit steps.")
     return plain({
         "status": status,
