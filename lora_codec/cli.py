@@ -185,8 +185,8 @@ def cmd_encode(args) -> int:
             log.warning(CAPTION_NOTE)
         if (session.backbone.is_tiny or session.backbone.is_small) and not quiet:
             print("note: " + session.backbone.describe(), file=sys.stderr)
-        if args.target_kb is not None:
-            _check_target(session, args.target_kb)
+        if args.target_kb is not None and session.single:  # a long clip's target is checked as its first segment opens
+            _check_target(session.session, args.target_kb)
         if args.resume:
             session.load_state(args.resume)
         n_seg = session.segments
@@ -219,35 +219,22 @@ def cmd_encode(args) -> int:
         if not done:
             # The fit is anytime: keep its state (to resume) and write a valid code from it, as the app's
             # Stop early does. The state is saved first, so a second Ctrl-C while the code is written loses
-            # nothing.
+            # nothing. A long clip's code then holds the segments fitted so far (the running one as it is).
             session.save_state(state_path)
-            where = (f" in segment {len(session.segments_done) + 1} of {n_seg}" if n_seg > 1 else "")
-            how = f"after {stop.signal_name}" if stop.signal_name else "as asked (--stop-after)"
-            if n_seg > 1:
-                # A long clip's code holds every segment: no valid code exists until the last one is fitted.
-                msg = {"stopped": True, "state": str(state_path), "steps": session.steps_done,
-                       "total_steps": session.total_steps, "segments": n_seg,
-                       "segments_done": len(session.segments_done)}
-                if args.json:
-                    _print_json(msg)
-                elif args.quiet:
-                    print(state_path)
-                else:
-                    print(f"stopped {how} at step {session.steps_done}/{session.total_steps}{where} "
-                          f"({len(session.segments_done)} of {n_seg} segments done): the fit state is saved to "
-                          f"{state_path}; a long clip's code needs all its segments, so no code was written. To "
-                          f"continue, run the same command with --resume {state_path}", file=sys.stderr)
-                return 0
             if not args.quiet:  # also with --json: the user asked for this stop
-                print(f"stopped {how} at step {session.steps_done}/{session.total_steps}: the fit state "
+                how = f"after {stop.signal_name}" if stop.signal_name else "as asked (--stop-after)"
+                segs = (f" ({len(session.segments_done)} of {n_seg} segments done; the code holds the segments fitted "
+                        "so far)") if n_seg > 1 else ""
+                print(f"stopped {how} at step {session.steps_done}/{session.total_steps}{segs}: the fit state "
                       f"is saved to {state_path}; writing a code of the fit so far to {out} (Ctrl-C again aborts "
                       f"that). To continue the fit, run the same command with --resume {state_path}",
                       file=sys.stderr)
         if args.save_state and done:
             session.save_state(state_path)
+        steps_done, total_steps = session.steps_done, session.total_steps
         on_refine, close_refine = _lazy_bar("refinement track", quiet)
         try:
-            result = session.finish(progress=on_refine)
+            result = session.finish(progress=on_refine, partial=not done)
         finally:
             close_refine()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -261,7 +248,7 @@ def cmd_encode(args) -> int:
     report = dict(result.report)
     report["output"] = str(out)
     if not done:
-        report.update(stopped=True, state=str(state_path), total_steps=session.total_steps)
+        report.update(stopped=True, state=str(state_path), steps=steps_done, total_steps=total_steps)
     if args.json:
         _print_json(report)
         return 0
@@ -431,10 +418,6 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
-JSON_HELP = "print the result as one JSON object on stdout (no notes or progress; warnings still go to stderr)"
-QUIET_HELP = "quiet: no progress, notes or warnings; only errors, and the path of what was written"
-
-
 def _add_segment_options(p) -> None:
     """Long clips (encode and batch): the clip-length limit and the segments' overlap."""
     from .segments import DEFAULT_MAX_SECONDS, DEFAULT_OVERLAP
@@ -449,6 +432,10 @@ def _add_segment_options(p) -> None:
                         f"(default {DEFAULT_OVERLAP}; more costs bytes: more segments)")
 
 
+JSON_HELP = "print the result as one JSON object on stdout (no notes or progress; warnings still go to stderr)"
+QUIET_HELP = "quiet: no progress, notes or warnings; only errors, and the path of what was written"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lora_codec",
                                 description="Video compression as adaptation of a frozen video diffusion model.")
@@ -456,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="fit a code to a clip",
                        description="Fit a code to a clip. Ctrl-C stops the fit early: the fit state is saved and a "
-                                   "valid code of the fit so far is written (a long clip's code: once all its segments "
-                                   "are fitted); --resume continues it; a second Ctrl-C aborts.")
+                                   "valid code of the fit so far is written (--resume continues it); a second "
+                                   "Ctrl-C aborts.")
     e.add_argument("input", help="a video file (anything PyAV can open) or a still picture (PNG, JPEG, WebP: a "
                                  "one-frame code)")
     e.add_argument("-o", "--output", required=True, help="the code file to write (.vov)")
@@ -465,14 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default: Wan on CUDA, else small), small (trained here, CPU), tiny (random, tests), "
                         "wan2.1-t2v-1.3b (a CUDA GPU and its weights: the hub, or a folder named by "
                         "LORA_CODEC_WAN_PATH)")
-    e.add_argument("--steps", type=int, default=None, help="total fit steps (default: the backbone's)")
+    e.add_argument("--steps", type=int, default=None,
+                   help="total fit steps (default: the backbone's); per segment for a long clip")
     rate = e.add_mutually_exclusive_group()
     rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None,
                       help="rate weight: larger gives smaller codes and lower quality (default: the backbone's)")
     rate.add_argument("--target-kb", type=float, default=None,
-                      help="final code size in kB (1 kB = 1000 bytes) for the whole file (all segments of a long "
-                           "clip); lands in about [0.9, 1] x target, never above. A target below the smallest "
-                           "possible code for the clip and caption is refused before fitting")
+                      help="final code size in kB (1 kB = 1000 bytes), for the whole file (all segments of a long "
+                           "clip); lands in [0.9, 1] x target (a long clip: about, never above). A target below the "
+                           "smallest possible code for the clip and caption is refused before fitting")
     e.add_argument("--caption", default="",
                    help="what the clip shows, in a few words: the model is conditioned on it, which helps the fit "
                         "(stored in the code, compressed)")

@@ -133,12 +133,12 @@ def read_clip(video, *, start_seconds: float = 0.0, max_seconds: float | None = 
             max_frames = None
     clip = read_video(video, start_seconds=start_seconds, max_frames=max_frames, limits=limits)
     if max_frames is not None:
-        trimmed = f"trimmed to {clip.frames.shape[0]} frames ("  # the reader's note (video.reader_notes)
-        hits = [i for i, n in enumerate(clip.notes) if n.startswith(trimmed)]
-        if hits:
-            clip.notes[hits[0]] = (
-                f"coded the first {clip.frames.shape[0]} frames ({clip.frames.shape[0] / float(clip.fps):.3g} s): the "
-                f"clip-length limit is {float(max_seconds):g} s (--max-seconds); the clip goes on")
+        trimmed = f"trimmed to {clip.frames.shape[0]} frames"  # the reader's note when it stopped at max_frames
+        for k, note in enumerate(clip.notes):
+            if note.startswith(trimmed):
+                clip.notes[k] = (
+                    f"coded the first {clip.frames.shape[0]} frames ({clip.frames.shape[0] / float(clip.fps):.3g} s): "
+                    f"the clip-length limit is {float(max_seconds):g} s (--max-seconds); the clip goes on")
     elif max_seconds is not None:
         return read_clip(clip, max_seconds=max_seconds)
     return clip
@@ -530,35 +530,52 @@ class LongEncode:
             session.fitter.load_state(cur, fit_meta)
 
     # -- finish ----------------------------------------------------------------------------------------
-    def finish(self, *, callback=None, progress: Callable[[int, int], None] | None = None):
-        """The code: for one segment `codec.EncodeSession.finish`'s result; else a `LongEncodeResult`
-        (every segment must be done: `fit()` returned True)."""
+    def finish(self, *, callback=None, progress: Callable[[int, int], None] | None = None, partial: bool = False):
+        """The code: for one segment `codec.EncodeSession.finish`'s result (from the fit as it is); else
+        a `LongEncodeResult` - every segment must be done (`fit()` returned True), unless `partial`: then
+        (an early stop) the code holds the segments fitted so far, the running one finished from its fit
+        as it is (the first segment, unfitted, when nothing was fitted yet)."""
         from .codec import describe
 
         if self.single:
             return self.session.finish(callback=callback, progress=progress)
         missing = [i + 1 for i in range(self.segments) if i not in self._done]
-        if missing:
+        if missing and not partial:
             raise SegmentError(f"segments {missing} are not fitted yet; run fit() to the end first")
+        notes = list(self.notes)
+        count = self.segments
+        if missing:
+            running = self.fitting_segment
+            if running is not None and self.session.fitter.step > 0:
+                self._finish_segment(running)
+            if 0 not in self._done:
+                self._open(0)
+                self._finish_segment(0)
+            count = 0
+            while count in self._done:
+                count += 1
+            notes.append(f"stopped early: the code holds the first {count} of {self.segments} segments "
+                         f"({self.starts[count - 1] + self.geometry.frames} of {self.total_frames} frames)")
+        total = self.starts[count - 1] + self.geometry.frames
         template = bitstream.read_code(self._done[0])
         segs = []
-        for i in range(self.segments):
+        for i in range(count):
             c = bitstream.read_code(self._done[i])
             segs.append(Segment(self.starts[i], c.step_size, c.symbols))
-        code = segmented(dataclasses.replace(template, sections={}), segs, self.total_frames)
+        code = segmented(dataclasses.replace(template, sections={}), segs, total)
         data = bitstream.write_code(code)
         report = describe(data)
-        reports = [self.reports.get(i, {}) for i in range(self.segments)]
+        reports = [self.reports.get(i, {}) for i in range(count)]
         report.update(
             steps=sum(int(r.get("steps", 0)) for r in reports),
             fit_seconds=round(sum(float(r.get("fit_seconds", 0.0)) for r in reports), 3),
             final_mse=float(np.mean([r["final_mse"] for r in reports if r.get("final_mse") is not None]))
             if any(r.get("final_mse") is not None for r in reports) else None,
-            notes=list(self.notes), segment_reports=reports,
+            notes=notes, segment_reports=reports,
             segment_target_kb=self._target_kb,
         )
-        return LongEncodeResult(data=data, code=code, report=report, geometry=self.geometry, frames=self.frames,
-                                notes=list(self.notes), segment_reports=reports)
+        return LongEncodeResult(data=data, code=code, report=report, geometry=self.geometry, frames=self.frames[:total],
+                                notes=notes, segment_reports=reports)
 
     def close(self) -> None:
         if self.single:

@@ -330,3 +330,30 @@ def test_session_api_unchanged_for_short_clips(clip_path, tiny):
     s = dict(model="tiny", fit_steps=3, sample_steps=2, seed=1)
     assert segments.encode(clip_path, EncodeSettings(**s), backbone=tiny).data == \
         encode(clip_path, EncodeSettings(**s), backbone=tiny).data
+
+
+def test_stopped_long_encode_writes_the_segments_fitted_so_far(tmp_path, tiny):
+    """An early stop (Ctrl-C, --stop-after) writes a valid code of the fit so far: for a long clip, the finished
+    segments and the running one as it is; the saved state still resumes to the uninterrupted bytes."""
+    clip = tmp_path / "three.mkv"
+    write_video(clip, synthetic_frames(frames=3 * NATIVE - 2, height=40, width=56, seed=6), FPS)  # starts 0, 16, 32
+    settings = dict(model="tiny", fit_steps=6, sample_steps=2, seed=2, size=SIZE)
+    state = tmp_path / "s.state"
+    with segments.LongEncode.start(clip, EncodeSettings(**settings), backbone=tiny) as enc:
+        assert enc.segments == 3
+        assert not enc.fit(max_steps=9)  # segment 1 done, segment 2 at step 3
+        enc.save_state(state)
+        part = enc.finish(partial=True)
+    assert part.code.n_segments == 2 and part.code.output_frames == 16 + NATIVE
+    assert any("stopped early" in n for n in part.notes)
+    assert decode(part.data, backbone=tiny).frames.shape[0] == 16 + NATIVE
+    full = segments.encode(clip, EncodeSettings(**settings), backbone=tiny)
+    assert segments.encode(clip, EncodeSettings(**settings), backbone=tiny, resume=state).data == full.data
+    # the CLI: --stop-after writes the code and the state
+    out = tmp_path / "cli.vov"
+    r = run_cli("encode", clip, "-o", out, "--model", "tiny", "--steps", "6", "--sample-steps", "2", "--seed", "2",
+                "--size", "48x32", "--stop-after", "3", "--json", timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout)
+    assert rep["stopped"] is True and rep["segments"] == 1 and rep["total_steps"] == 18
+    assert read_code(out.read_bytes()).frames == NATIVE and (tmp_path / "cli.vov.state").exists()
