@@ -418,6 +418,10 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+JSON_HELP = "print the result as one JSON object on stdout (no notes or progress; warnings still go to stderr)"
+QUIET_HELP = "quiet: no progress, notes or warnings; only errors, and the path of what was written"
+
+
 def _add_segment_options(p) -> None:
     """Long clips (encode and batch): the clip-length limit and the segments' overlap."""
     from .segments import DEFAULT_MAX_SECONDS, DEFAULT_OVERLAP
@@ -430,10 +434,6 @@ def _add_segment_options(p) -> None:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"frames that consecutive segments share at least, blended by the decoder to soften the seams "
                         f"(default {DEFAULT_OVERLAP}; more costs bytes: more segments)")
-
-
-JSON_HELP = "print the result as one JSON object on stdout (no notes or progress; warnings still go to stderr)"
-QUIET_HELP = "quiet: no progress, notes or warnings; only errors, and the path of what was written"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -458,9 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None,
                       help="rate weight: larger gives smaller codes and lower quality (default: the backbone's)")
     rate.add_argument("--target-kb", type=float, default=None,
-                      help="final code size in kB (1 kB = 1000 bytes), for the whole file (all segments of a long "
-                           "clip); lands in [0.9, 1] x target (a long clip: about, never above). A target below the "
-                           "smallest possible code for the clip and caption is refused before fitting")
+                      help="final code size in kB (1 kB = 1000 bytes) for the whole file (all segments of a long "
+                           "clip); lands in about [0.9, 1] x target, never above. A target below the smallest "
+                           "possible code for the clip and caption is refused before fitting")
     e.add_argument("--caption", default="",
                    help="what the clip shows, in a few words: the model is conditioned on it, which helps the fit "
                         "(stored in the code, compressed)")

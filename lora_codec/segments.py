@@ -133,12 +133,12 @@ def read_clip(video, *, start_seconds: float = 0.0, max_seconds: float | None = 
             max_frames = None
     clip = read_video(video, start_seconds=start_seconds, max_frames=max_frames, limits=limits)
     if max_frames is not None:
-        trimmed = f"trimmed to {clip.frames.shape[0]} frames"  # the reader's note when it stopped at max_frames
-        for k, note in enumerate(clip.notes):
-            if note.startswith(trimmed):
-                clip.notes[k] = (
-                    f"coded the first {clip.frames.shape[0]} frames ({clip.frames.shape[0] / float(clip.fps):.3g} s): "
-                    f"the clip-length limit is {float(max_seconds):g} s (--max-seconds); the clip goes on")
+        trimmed = f"trimmed to {clip.frames.shape[0]} frames ("  # the reader's note (video.reader_notes)
+        hits = [i for i, n in enumerate(clip.notes) if n.startswith(trimmed)]
+        if hits:
+            clip.notes[hits[0]] = (
+                f"coded the first {clip.frames.shape[0]} frames ({clip.frames.shape[0] / float(clip.fps):.3g} s): the "
+                f"clip-length limit is {float(max_seconds):g} s (--max-seconds); the clip goes on")
     elif max_seconds is not None:
         return read_clip(clip, max_seconds=max_seconds)
     return clip
@@ -205,6 +205,7 @@ class LongEncode:
             self.notes = list(self.session.notes)
             self.frames = self.session.frames
             self.geometry = self.session.geometry
+            self.src = self.session.src
             self.starts = (0,)
             if on_session is not None:
                 on_session(self.session)
