@@ -14,8 +14,9 @@ entropy coding (bench_entropy), fit-step overhead of the adapter (bench_fit), de
 the refinement track (bench_refine), the tiny VAE's latent statistics (calibrate_tiny), `compare`:
 the example clip encoded with the default backbone here, then compared with x264 / x265 / SVT-AV1 at the
 code's size and around it (lora_codec.evaluation), and the trained `small` backbone's quality on its
-evaluation clips (bench_small), and `wan_cpu`: the real Wan path's CLI round trip on this CPU with
-random full-size weights (bench_wan_cpu).
+evaluation clips (bench_small), `wan_cpu`: the real Wan path's CLI round trip on this CPU with
+random full-size weights (bench_wan_cpu), and `long_clip`: clips longer than small's native length coded
+as segments - bytes per second and the seams (bench_long_clip).
 
 
 The JSON records the command, the date, the machine (CPU, cores, GPU, load average before and after:
@@ -110,6 +111,7 @@ BENCHMARKS = {
     "compare": (None, lambda m, q: bench_compare(q)),
     "small": ("bench_small", lambda m, q: m.run(quick=q)),
     "wan_cpu": ("bench_wan_cpu", lambda m, q: m.run()),
+    "long_clip": ("bench_long_clip", lambda m, q: m.run(quick=q)),
 }
 
 
@@ -247,6 +249,9 @@ def markdown(result: dict, json_path: str) -> str:
         if name == "small":
             lines += small_markdown(res)
             continue
+        if name == "long_clip":
+            lines += long_clip_markdown(res)
+            continue
         if name == "compare":
             g = res["geometry"]
             lines += [f"`{res['clip']}` at the coded geometry {g['width']}x{g['height']}, {g['frames']} frames, "
@@ -308,6 +313,40 @@ def small_markdown(res: dict) -> list[str]:
                          f"{_cell(row['ms_ssim'])} |")
         lines += ["", f"Default encode: {c['default']['fit_steps']} fit steps in {c['default']['encode_seconds']} s "
                   "(reading the clip, the fit, quantisation and entropy coding).", ""]
+    return lines
+
+
+def long_clip_markdown(res: dict) -> list[str]:
+    """Long clips as segments (bench_long_clip): one row per clip and overlap, and the seams."""
+    run = res.get("run")
+    lines = ([f"Run: `{run['command']}` on {run['date_utc']}, load average before {_cell(run.get('loadavg_before'))}, "
+              f"after {_cell(run.get('loadavg_after'))}.", ""] if run else [])
+    lines += [f"Backbone **{res['backbone']}**, on the {res['device'].upper()} (native length {res['native_frames']} "
+              f"frames; {res['fit_steps']} fit steps per segment{', the default fit' if res.get('default_fit', True) else ''}). A clip longer than the native "
+              "length is coded as segments, a fit each, in one file (`lora_codec/segments.py`); `--overlap` is the "
+              "least number of frames consecutive segments share (the starts are spread evenly, so some share more). "
+              "*Seams*: PSNR over the frames on either side of each junction (where the set of segments covering "
+              "a frame changes) vs the other frames, and the mean absolute frame-to-frame change (0-255) at the "
+              "junctions vs inside the segments, the source's in brackets. *Blend* is what the decoder does "
+              "(shared frames crossfaded); *hard cut* joins the same decoded segments without blending (each shared "
+              "frame from the segment it is deeper in). Fit seconds are wall-clock on a shared machine.", "",
+              "| clip | overlap | segments | frames | bytes | bytes/s | one segment alone: bytes/s | PSNR (dB) | "
+              "MS-SSIM | seams, blend: PSNR junction / inside | change junction / inside (source) | seams, hard cut: "
+              "PSNR junction | change junction | fit s per segment |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in res["clips"].items():
+        one = c["one_segment"]
+        for r in c["runs"]:
+            b, h = r["blended"], r["hard_cut"]
+            label = f"{name}: `{c['clip']}`"
+            lines.append(
+                f"| {label} | {r['overlap']} | {r['segments']} | {r['frames']} | {r['bytes']} | {r['bytes_per_second']} | "
+                f"{one['bytes_per_second']} ({one['frames']} frames, {one['psnr_rgb']} dB) | {b['psnr_rgb']} | "
+                f"{b['ms_ssim']} | {_cell(b['psnr_boundary'])} / {_cell(b['psnr_interior'])} | "
+                f"{_cell(b['change_boundary'])} / {_cell(b['change_interior'])} ({_cell(b['source_change_boundary'])} / "
+                f"{_cell(b['source_change_interior'])}) | {_cell(h['psnr_boundary'])} | {_cell(h['change_boundary'])} | "
+                f"{', '.join(f'{x:.0f}' for x in r['fit_seconds_per_segment'])} |")
+    lines.append("")
     return lines
 
 

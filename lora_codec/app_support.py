@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import LimitError, LoraCodecError, VideoError
+from .units import kbit_per_second
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def gpu(duration: Callable[..., float] | float):
 @dataclasses.dataclass(frozen=True)
 class AppLimits:
     max_upload_mb: int = int(os.environ.get("LORA_CODEC_APP_MAX_UPLOAD_MB", "50"))
-    max_clip_seconds: float = float(os.environ.get("LORA_CODEC_APP_MAX_CLIP_SECONDS", "60"))
+    max_clip_seconds: float = float(os.environ.get("LORA_CODEC_APP_MAX_CLIP_SECONDS", "600"))
     max_code_kb: int = int(os.environ.get("LORA_CODEC_APP_MAX_CODE_KB", "4096"))
     max_caption_bytes: int = 4096
     max_fit_steps: int = int(os.environ.get("LORA_CODEC_APP_MAX_FIT_STEPS", "5000"))
@@ -850,13 +851,20 @@ def allowed_frame_counts(backbone) -> list[int]:
 
 
 def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_frames: int,
-                 size: tuple[int, int] | None = None) -> dict:
+                 size: tuple[int, int] | None = None, segments: int = 1) -> dict:
     """Read the clip (app limits), keep at most `max_frames` frames (4k+1, at most the native length)
     from `start_seconds`, resize + crop it to the coded geometry (`size`: a landscape (width, height)
     preset, turned to the clip's orientation; None = native) and store it in the job folder, so that
     every GPU call of the fit sees exactly the same frames. Returns the clip's record, whose `size`
-    is the coded (width, height) the encode settings must carry."""
-    from .video import fit_to_geometry, read_video, write_video
+    is the coded (width, height) the encode settings must carry.
+
+    `segments` > 1 (a long clip): code that many consecutive segments of the native length (sharing
+    one frame, lora_codec/segments.py) from `start_seconds` - every frame read is kept and the record
+    says `segments`, `total_frames` and the segments' `starts`. A still picture (PNG, JPEG, WebP) is one
+    frame (`still` true; also stored as `original.png`)."""
+    from .segments import plan_starts
+    from .stills import is_still_image, read_input
+    from .video import fit_to_geometry, write_video
 
     p = check_upload(path)
     try:
@@ -866,27 +874,40 @@ def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_fra
     if start_seconds < 0 or not math.isfinite(start_seconds):
         raise LimitError("the start time must be >= 0")
     native = backbone.native.frames
+    segments = max(1, int(segments or 1))
     max_frames = int(max_frames or native)
     max_frames = max(1, min(native, max_frames))
-    clip = read_video(p, start_seconds=start_seconds, max_frames=max_frames, limits=LIMITS.video_limits())
+    if segments > 1:  # k segments sharing one frame each: k (F - 1) + 1 frames
+        max_frames = segments * (native - 1) + 1
+    clip = read_input(p, start_seconds=start_seconds, max_frames=max_frames, limits=LIMITS.video_limits())
+    still = is_still_image(p)
     notes = list(clip.notes)
     t, h, w = clip.frames.shape[:3]
     geom = backbone.coded_geometry(t, h, w, size=oriented(size, h, w) if size else None)
-    frames = fit_to_geometry(clip.frames, geom.frames, geom.height, geom.width)
-    if geom.frames < clip.frames.shape[0]:
+    starts = plan_starts(t, geom.frames, 1) if t > native else (0,)
+    total = t if len(starts) > 1 else geom.frames
+    frames = fit_to_geometry(clip.frames, total, geom.height, geom.width)
+    if len(starts) > 1:
+        notes.append(f"a long clip: {t} frames coded as {len(starts)} segments of {geom.frames} frames (a fit each, "
+                     "one after the other), blended where they meet")
+    elif geom.frames < clip.frames.shape[0]:
         notes.append(f"kept {geom.frames} of the {clip.frames.shape[0]} frames read (the model codes 4k+1 frames)")
     info = None
-    try:
-        info = probe(p)
-    except LoraCodecError:
-        pass
+    if not still:
+        try:
+            info = probe(p)
+        except LoraCodecError:
+            pass
     if info and info.seconds:
-        coded_s = geom.frames / float(clip.fps)
+        coded_s = total / float(clip.fps)
         if start_seconds + coded_s < info.seconds - 0.5 / float(clip.fps):
+            per = native - 1
+            left = max(1, int((info.seconds - start_seconds) * float(clip.fps)))
+            need = max(1, -(-(left - 1) // per))
             notes.append(
                 f"the clip is {info.seconds:.2f} s long; this codes {coded_s:.2f} s from {start_seconds:g} s "
-                f"({geom.frames} frames; the model's native length is {native} frames) - pick another start time "
-                "to code another part")
+                f"({total} frames; the model's native length is {native} frames) - pick another start time to code "
+                f"another part, or more segments (all of it from {start_seconds:g} s: {need} segments)")
     fps = Fraction(clip.fps).limit_denominator(1 << 20)
     clip_path = workdir / "clip.npz"
     np.savez(clip_path, frames=frames)
@@ -901,13 +922,34 @@ def prepare_clip(path, workdir: Path, backbone, *, start_seconds: float, max_fra
         "size": [geom.width, geom.height],
         "notes": notes,
         "start_seconds": start_seconds,
+        "segments": len(starts),
+        "starts": list(starts),
+        "total_frames": int(frames.shape[0]),
+        "still": bool(still),
     }
+    if still:
+        record["original_image"] = str(workdir / "original.png")
+        write_video(record["original_image"], frames[:1], fps)
     (workdir / "clip.json").write_text(json.dumps(record))
     return record
 
 
 def state_step(path) -> int:
-    """The fit step a saved fit state is at (reads only its metadata)."""
+    """The fit steps a saved fit state holds (reads only its metadata): a one-segment fit's step, or
+    for a long clip the finished segments' steps plus the running segment's."""
+    import json as _json
+
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("lora_codec_segments")
+    except Exception:
+        raw = None
+    if raw is not None:
+        meta = _json.loads(raw)
+        done = sum(int(r.get("steps", 0)) for r in (meta.get("reports") or {}).values())
+        return done + int((meta.get("current_meta") or {}).get("step", 0))
     from .fit import Fitter
 
     _tensors, meta = Fitter.read_state(path)
@@ -936,11 +978,11 @@ BYTE_PARTS = (
     ("refinement track", "refine_bytes", "the inference-time refinement choices (optional; section 1)"),
 )
 
-BYTE_HEADERS = ["part", "bytes", "share", "kB/s", "bits per pixel", "what it is"]
+BYTE_HEADERS = ["part", "bytes", "share", "kbit/s", "bits per pixel", "what it is"]
 
 
 def byte_table(report: dict) -> tuple[list[list[Any]], int]:
-    """Rows of where the bytes went (with kB/s and bits per pixel at the coded geometry), ending in
+    """Rows of where the bytes went (with kbit/s and bits per pixel at the coded geometry), ending in
     a total row, and the sum of the parts (equal to the file size for a well-formed code)."""
     total = int(report["total_bytes"])
     seconds = float(report["seconds"])
@@ -955,9 +997,9 @@ def byte_table(report: dict) -> tuple[list[list[Any]], int]:
         parts.append(("other sections", other, "sections this app does not know"))
     for label, n, what in parts:
         parts_sum += n
-        rows.append([label, n, f"{100.0 * n / max(1, total):.1f} %", round(n / 1000 / seconds, 4),
+        rows.append([label, n, f"{100.0 * n / max(1, total):.1f} %", round(kbit_per_second(n, seconds), 4),
                      round(n * 8 / pixels, 6), what])
-    rows.append(["total (the code file)", total, "100 %", round(total / 1000 / seconds, 4),
+    rows.append(["total (the code file)", total, "100 %", round(kbit_per_second(total, seconds), 4),
                  round(total * 8 / pixels, 6),
                  f"{report['frames']} frames {report['width']}x{report['height']}, {seconds:.2f} s"])
     return rows, parts_sum

@@ -716,6 +716,68 @@ def _module_bytes(module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("0", "", "false", "no")
+
+
+def wan_needs(why: str) -> str:
+    """What the real backbone needs, in words, after `why` it cannot run here."""
+    hub_id = wan_reference_config()["hub_id"]
+    return (f"{why}. The {WAN_NAME} backbone needs a CUDA GPU and its weights - from the hub ({hub_id}, "
+            f"downloaded on first use) or a local copy named by LORA_CODEC_WAN_PATH (a folder in the hub's layout, "
+            f"which also lets it run, very slowly, on a CPU). Without them use --model small (CPU) or --model tiny "
+            f"(tests)")
+
+
+WAN_PARTS = ("model_index.json", "tokenizer", "text_encoder", "vae", "transformer")  # a complete download
+
+
+def wan_source(source: str | None = None, device: str | torch.device | None = None, *,
+               probe_timeout: float = 10.0) -> str:
+    """Where `load_wan` reads the weights from, decided in seconds (never a minute of hub retries).
+
+    * `source`, else LORA_CODEC_WAN_PATH, when it is a folder: that folder (on any device; a CPU gets
+      `load_wan`'s warning). LORA_CODEC_WAN_PATH that is not a folder is an error.
+    * otherwise the hub id, which needs CUDA (or ZeroGPU): without it, refuse. With it, the hub cache's
+      snapshot folder when the weights were downloaded; else, offline (HF_HUB_OFFLINE), refuse; online,
+      one metadata request (`probe_timeout` seconds, no retries) must reach the hub before the download.
+
+    Raises BackboneError saying what is needed."""
+    env = os.environ.get("LORA_CODEC_WAN_PATH", "").strip()
+    if env and not source and not Path(env).expanduser().is_dir():
+        raise BackboneError(wan_needs(f"LORA_CODEC_WAN_PATH={env} is not a folder"))
+    chosen = source or (str(Path(env).expanduser()) if env else None)
+    if chosen and Path(chosen).expanduser().is_dir():
+        return str(Path(chosen).expanduser())
+    if chosen and (os.path.isabs(chosen) or chosen.startswith((".", "~"))):
+        raise BackboneError(wan_needs(f"the weights folder {chosen} does not exist"))
+    hub_id = chosen or wan_reference_config()["hub_id"]
+    cuda = (torch.device(device).type == "cuda") if device is not None else (
+        on_zerogpu() or torch.cuda.is_available())
+    if not cuda:
+        raise BackboneError(wan_needs("no CUDA GPU here and no local weights (LORA_CODEC_WAN_PATH)"))
+    try:
+        from huggingface_hub import snapshot_download
+
+        cached = Path(snapshot_download(hub_id, local_files_only=True))
+        if all((cached / part).exists() for part in WAN_PARTS):
+            return str(cached)  # the cached snapshot: loaded with no network use at all
+    except Exception:  # not in the cache
+        pass
+    if _hub_offline():
+        raise BackboneError(wan_needs(f"the weights ({hub_id}) are not (completely) in the hub cache and "
+                                      "HF_HUB_OFFLINE is set"))
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(hub_id, timeout=probe_timeout)  # one request, no retries
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise BackboneError(wan_needs(f"the weights ({hub_id}) are not downloaded and the hub cannot be reached "
+                                      f"({first})")) from None
+    return hub_id
+
+
 def load_wan(source: str | None = None, device: str | torch.device | None = None) -> Backbone:
     """Load the real backbone with diffusers / transformers `from_pretrained` (hub id, or a local
     directory in the hub layout: `LORA_CODEC_WAN_PATH`).
@@ -729,10 +791,10 @@ def load_wan(source: str | None = None, device: str | torch.device | None = None
       (LORA_CODEC_OFFLOAD_TEXT_ENCODER=1/0 forces either);
     * on a CPU a warning says what it costs, and `limit_cpu_heap` stops glibc from holding freed memory.
 
-    Raises BackboneError, saying what is missing, when the weights cannot be loaded (offline, or not
-    downloaded)."""
+    Raises BackboneError, saying what is missing, when the weights cannot be loaded: decided in seconds
+    by `wan_source` (a hub id without CUDA, offline, or not downloaded and the hub unreachable)."""
     ref = wan_reference_config()
-    source = source or os.environ.get("LORA_CODEC_WAN_PATH") or ref["hub_id"]
+    source = wan_source(source, device)  # fails in seconds when the weights or CUDA are missing
     zerogpu = on_zerogpu()
     device = torch.device(device or ("cuda" if (zerogpu or torch.cuda.is_available()) else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -748,8 +810,7 @@ def load_wan(source: str | None = None, device: str | torch.device | None = None
         from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
 
-        local_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        kw: dict[str, Any] = {"local_files_only": local_only} if not Path(source).is_dir() else {}
+        kw: dict[str, Any] = {"local_files_only": _hub_offline()} if not Path(source).is_dir() else {}
         tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
         text_encoder = UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder", dtype=torch.bfloat16, **kw)
         vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", dtype=torch.float32, **kw)

@@ -52,7 +52,7 @@ __all__ = ["BatchError", "ClipItem", "collect_clips", "shard", "run_batch", "add
 MAX_LIST_BYTES = 16 << 20
 MAX_CLIPS = 100_000
 CSV_FIELDS = ["id", "status", "clip", "bytes", "kbytes_per_second", "kbps", "bits_per_pixel", "frames", "height",
-              "width", "fps", "psnr_rgb", "psnr_y", "ms_ssim", "lpips", "dists", "fit_steps", "fit_seconds",
+              "width", "fps", "segments", "psnr_rgb", "psnr_y", "ms_ssim", "lpips", "dists", "fit_steps", "fit_seconds",
               "encode_seconds", "decode_seconds", "fit_processes", "rank", "error"]
 TINY_NOTE = ("backbone 'tiny' has no visual knowledge: its reconstructions are not meaningful; the quality "
              "numbers test the plumbing only")
@@ -275,13 +275,9 @@ def _same_step(state_path: Path, device) -> bool:
     import torch
     import torch.distributed as dist
 
-    from .fit import Fitter
+    from .segments import state_step
 
-    try:
-        _tensors, meta = Fitter.read_state(state_path)
-        step = int(meta.get("step", -1))
-    except (LoraCodecError, TypeError, ValueError):
-        step = -1
+    step = state_step(state_path)  # a one-segment fit state, or a long clip's segmented one
     lo = torch.tensor([step], dtype=torch.int64, device=device)
     hi = lo.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
@@ -310,12 +306,17 @@ class BatchOptions:
     save_every: int = 0
     redo: bool = False
     quiet: bool = False
+    segment_settings: Any = None  # segments.SegmentSettings (None: the defaults)
 
 
-def _settings_key(settings, fit_processes: int) -> dict:
+def _settings_key(settings, fit_processes: int, segment_settings=None) -> dict:
+    from .segments import SegmentSettings
+
     d = dataclasses.asdict(settings)
     d.pop("measure", None)  # whether the encoder decodes its code to report quality: not part of the code
     d["fit_processes"] = fit_processes
+    if segment_settings is not None and segment_settings != SegmentSettings():  # keys of older results stay valid
+        d["segment_settings"] = dataclasses.asdict(segment_settings)
     return json.loads(json.dumps(d, default=str))  # as JSON would give it back
 
 
@@ -323,7 +324,8 @@ def _clip_settings(base, item: ClipItem):
     return dataclasses.replace(base, caption=item.caption if item.caption is not None else (base.caption or ""))
 
 
-def plan(items: list[ClipItem], layout: Layout, settings, fit_processes: int, redo: bool) -> tuple[list[ClipItem], list[str]]:
+def plan(items: list[ClipItem], layout: Layout, settings, fit_processes: int, redo: bool,
+         segment_settings=None) -> tuple[list[ClipItem], list[str]]:
     """(clips still to encode, ids already done). BatchError if a done clip was made with other settings."""
     todo, done = [], []
     for item in items:
@@ -331,7 +333,7 @@ def plan(items: list[ClipItem], layout: Layout, settings, fit_processes: int, re
         if not redo and code.exists() and res.exists():
             r = _read_result(res)
             if r is not None and r.get("status") == "done":
-                want = _settings_key(_clip_settings(settings, item), fit_processes)
+                want = _settings_key(_clip_settings(settings, item), fit_processes, segment_settings)
                 if r.get("settings") != want:
                     diff = sorted(k for k in set(want) | set(r.get("settings") or {})
                                   if want.get(k) != (r.get("settings") or {}).get(k))
@@ -351,23 +353,29 @@ def _log(layout: Layout, dist: Dist, event: dict) -> None:
 
 
 def _encode_one(item: ClipItem, settings, backbone, layout: Layout, dist: Dist, opts: BatchOptions, say) -> dict:
-    """Encode one clip (all ranks when data-parallel); returns its result record (meaningful on the rank that writes)."""
+    """Encode one clip (all ranks when data-parallel); returns its result record (meaningful on the rank that writes).
+    A clip longer than the backbone's native length is coded as segments (segments.py), up to the
+    clip-length limit `opts.segment_settings`."""
     from . import codec
     from .metrics import evaluate
+    from .segments import LongEncode, SegmentSettings, seam_report
 
     s = _clip_settings(settings, item)
     fit_processes = dist.world if opts.data_parallel else 1
     record: dict[str, Any] = {
         "id": item.id, "clip": item.path, "status": "error", "rank": dist.rank, "world": dist.world,
-        "fit_processes": fit_processes, "settings": _settings_key(s, fit_processes), "model": None,
+        "fit_processes": fit_processes, "settings": _settings_key(s, fit_processes, opts.segment_settings), "model": None,
         "resumed_from_step": None,
     }
     writer = (not opts.data_parallel) or dist.rank == 0
     t0 = time.perf_counter()
     state_path = layout.state(item.id, dist.rank if opts.data_parallel else None, dist.world)
-    with codec.EncodeSession.start(item.path, s, backbone=backbone) as session:
-        if opts.data_parallel and dist.world > 1:
-            session.fitter.set_distributed(make_grad_sync(dist.world), dist.rank)
+    on_session = None
+    if opts.data_parallel and dist.world > 1:
+        def on_session(seg_session):  # every segment's fit is data-parallel
+            seg_session.fitter.set_distributed(make_grad_sync(dist.world), dist.rank)
+    with LongEncode.start(item.path, s, opts.segment_settings or SegmentSettings(), backbone=backbone,
+                          on_session=on_session) as session:
         if opts.redo and state_path.exists():
             state_path.unlink()
         resume = state_path.exists()
@@ -386,16 +394,18 @@ def _encode_one(item: ClipItem, settings, backbone, layout: Layout, dist: Dist, 
                 failure = failure or "another rank could not resume its fit state; delete states/ or use --redo"
             if failure:
                 raise BatchError(failure)
-            record["resumed_from_step"] = session.fitter.step
-            say(f"{item.id}: resuming the fit at step {session.fitter.step}")
+            record["resumed_from_step"] = session.steps_done
+            say(f"{item.id}: resuming the fit at step {session.steps_done}")
         callback = None
         if opts.save_every > 0:
-            def callback(p, _session=session):
-                if p.step % opts.save_every == 0 and p.step < p.total:
+            def callback(sp, _session=session):
+                p = sp.progress
+                if p is None or (p.step % opts.save_every == 0 and sp.steps_done < sp.total_steps):
                     state_path.parent.mkdir(parents=True, exist_ok=True)
                     _session.save_state(state_path)  # atomic (temporary file + rename)
         session.fit(callback=callback)
         res = session.finish()
+        batch_size = session.session.fit_config.batch if session.single else session.fit_config.batch
     encode_seconds = time.perf_counter() - t0
     if opts.data_parallel and dist.world > 1:
         record["ranks_agree"] = _all_agree(res.data, dist.device)
@@ -405,7 +415,8 @@ def _encode_one(item: ClipItem, settings, backbone, layout: Layout, dist: Dist, 
         kbps=rep["kbytes_per_second"] * 8, bits_per_pixel=rep["bits_per_pixel"], frames=rep["frames"],
         height=rep["height"], width=rep["width"], fps=rep["fps"], fit_steps=rep["steps"],
         fit_seconds=rep["fit_seconds"], encode_seconds=round(encode_seconds, 3), final_mse=rep.get("final_mse"),
-        effective_batch=session.fit_config.batch * fit_processes, refine_bytes=rep.get("refine_bytes", 0),
+        effective_batch=batch_size * fit_processes, refine_bytes=rep.get("refine_bytes", 0),
+        segments=rep.get("segments", 1), segment_reports=rep.get("segment_reports"),
         notes=rep.get("notes", []), code=str(layout.code(item.id).relative_to(layout.root)),
         backbone_fingerprint=rep["fingerprint"],
     )
@@ -429,6 +440,9 @@ def _encode_one(item: ClipItem, settings, backbone, layout: Layout, dist: Dist, 
                      "unavailable": "perceptual metrics not requested", "notes": notes}
             for k in ("psnr_rgb", "psnr_y", "ms_ssim", "lpips", "dists"):
                 record[k] = q.get(k)
+            if dec.code.n_segments > 1:
+                record["seams"] = seam_report(res.frames, dec.frames, [g.start for g in dec.code.segment_list],
+                                              dec.code.frames)
             record["perceptual_unavailable"] = q.get("unavailable")
             record["metric_notes"] = q.get("notes", [])
     for p in (state_path, state_path.with_name(state_path.name + ".tmp")):
@@ -442,7 +456,7 @@ def _error_record(item: ClipItem, settings, dist: Dist, opts: BatchOptions, exc:
     msg = " ".join(str(exc).split())[:500] or type(exc).__name__
     return {"id": item.id, "clip": item.path, "status": "error", "error": (f"{type(exc).__name__}: {msg}" if bug else msg),
             "rank": dist.rank, "world": dist.world, "fit_processes": fit_processes,
-            "settings": _settings_key(_clip_settings(settings, item), fit_processes)}
+            "settings": _settings_key(_clip_settings(settings, item), fit_processes, opts.segment_settings)}
 
 
 def merge(items: list[ClipItem], layout: Layout, meta: dict) -> dict:
@@ -513,7 +527,7 @@ def run_batch(inputs: list, outdir, settings, opts: BatchOptions | None = None, 
         say("note: --data-parallel with one process: an ordinary fit")
     fit_processes = dist.world if opts.data_parallel else 1
     resolve_name(settings.model)
-    todo, done = plan(items, layout, settings, fit_processes, opts.redo)
+    todo, done = plan(items, layout, settings, fit_processes, opts.redo, opts.segment_settings)
     if todo:
         # every rank loads the backbone and checks the settings before any work, so that a bad setting
         # stops all ranks alike (a rank with an empty shard would otherwise wait at the barrier)
@@ -563,7 +577,7 @@ def run_batch(inputs: list, outdir, settings, opts: BatchOptions | None = None, 
         "command": " ".join(sys.argv) if sys.argv else None,
         "processes": dist.world,
         "data_parallel": opts.data_parallel,
-        "settings": _settings_key(settings, fit_processes),
+        "settings": _settings_key(settings, fit_processes, opts.segment_settings),
         "metrics": opts.metrics,
         "output": str(layout.root),
     }
@@ -580,7 +594,8 @@ def _add_encode_options(b) -> None:
     b.add_argument("--steps", type=int, default=None, help="total fit steps per clip (default: the backbone's)")
     rate = b.add_mutually_exclusive_group()
     rate.add_argument("--lambda", dest="rate_lambda", type=float, default=None, help="rate weight")
-    rate.add_argument("--target-kb", type=float, default=None, help="code size per clip in kB (lands in [0.9, 1] x target)")
+    rate.add_argument("--target-kb", type=float, default=None,
+                      help="code size per clip in kB (1 kB = 1000 bytes; lands in [0.9, 1] x target)")
     b.add_argument("--caption", default="", help="caption for clips without their own (list file: PATH<TAB>CAPTION)")
     b.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
     b.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
@@ -589,14 +604,22 @@ def _add_encode_options(b) -> None:
     b.add_argument("--noise-mode", choices=["random", "seed", "mix"], default=None,
                    help="fit on fresh noise (random, the paper) or the decoder's own noise (seed); default: the backbone's")
     b.add_argument("--rank", type=int, default=None, help="LoRA rank")
-    b.add_argument("--theta-length", type=int, default=None)
-    b.add_argument("--proj-seed", type=int, default=0)
+    b.add_argument("--theta-length", type=int, default=None,
+                   help="number of adapter values each code stores (default: the backbone's)")
+    b.add_argument("--proj-seed", type=int, default=0,
+                   help="seed of the fixed random projection from those values to the adapter (default 0)")
     b.add_argument("--batch", type=int, default=None, help="fit samples per step (per process when --data-parallel)")
     b.add_argument("--start", type=float, default=0.0, help="start time in every clip (seconds)")
+    from .cli import _add_segment_options
+
+    _add_segment_options(b)
     b.add_argument("--refine-n", type=int, default=None, metavar="N", help="record a refinement track (see encode)")
-    b.add_argument("--refine-steps", type=int, default=None, metavar="S")
-    b.add_argument("--refine-select", choices=["gumbel", "greedy"], default="gumbel")
-    b.add_argument("--refine-indexed", default=None, metavar="START:STOP")
+    b.add_argument("--refine-steps", type=int, default=None, metavar="S",
+                   help="sampling steps of the track's schedule (default: --sample-steps; see encode)")
+    b.add_argument("--refine-select", choices=["gumbel", "greedy"], default="gumbel",
+                   help="how the track chooses candidates (see encode)")
+    b.add_argument("--refine-indexed", default=None, metavar="START:STOP",
+                   help="steps that carry an index (see encode)")
 
 
 def settings_from_args(args):
@@ -616,9 +639,11 @@ def cmd_batch(args) -> int:
     settings = settings_from_args(args)
     if settings.fit_steps is not None and settings.fit_steps < 1:
         raise BatchError("--steps must be >= 1")
+    from .cli import segment_settings_from_args
+
     opts = BatchOptions(metrics=not args.no_metrics, perceptual=not args.no_perceptual, decode_steps=args.decode_steps,
                         data_parallel=args.data_parallel, save_every=args.save_every, redo=args.redo,
-                        quiet=args.quiet or args.json)
+                        quiet=args.quiet or args.json, segment_settings=segment_settings_from_args(args))
     summary = run_batch(args.inputs, args.output, settings, opts, timeout_hours=args.timeout_hours)
     if summary is None:
         return 0
@@ -656,5 +681,5 @@ def add_command(sub) -> None:
     b.add_argument("--redo", action="store_true", help="encode every clip again, even those already done")
     b.add_argument("--timeout-hours", type=float, default=72.0, help="how long ranks may wait for each other")
     b.add_argument("--json", action="store_true", help="print the summary as JSON (rank 0)")
-    b.add_argument("-q", "--quiet", action="store_true")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress or notes; only errors")
     b.set_defaults(func=cmd_batch)

@@ -1,6 +1,8 @@
 """The code file (``.vov``): one quantised, entropy-coded adapter vector plus everything the
-decoder needs to regenerate the video. Binary form and a one-line text form (``vov1:`` +
-URL-safe base64). The byte layout is documented in docs/FORMAT.md.
+decoder needs to regenerate the video - or, for a clip longer than the backbone's native length, one
+vector per segment (format version 2: header, caption and adapter structure once, a segment table,
+and one prior shared by all segments' symbols where that is smaller). Binary form and a one-line
+text form (``vov1:`` + URL-safe base64). The byte layout is documented in docs/FORMAT.md.
 
 Parsing never executes or unpickles anything; every length is checked against the bytes that
 remain before it is used, every field against its range, and the whole file against a CRC32.
@@ -26,6 +28,8 @@ from .errors import CodeFormatError, LimitError
 
 __all__ = [
     "Code",
+    "Segment",
+    "segmented",
     "write_code",
     "read_code",
     "to_text",
@@ -42,8 +46,9 @@ __all__ = [
 ]
 
 MAGIC = b"VOV"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 1  # single-segment codes (what every build has written)
+SEGMENTED_VERSION = 2  # multi-segment codes (long clips): the segment table of docs/FORMAT.md
+SUPPORTED_VERSIONS = (1, 2)
 TEXT_PREFIX = "vov1:"
 MAX_CODE_BYTES = 64 << 20
 MAX_TEXT_CHARS = len(TEXT_PREFIX) + (4 * MAX_CODE_BYTES + 2) // 3 + 65536  # + whitespace slack
@@ -53,6 +58,12 @@ MAX_TARGETS = 64
 MAX_CAPTION_BYTES = 4096
 MAX_SECTION_BYTES = 16 << 20
 SECTION_REFINEMENT = 1  # reserved tag: refinement track
+# multi-segment codes (version 2)
+MAX_SEGMENTS = 4096
+MAX_TOTAL_FRAMES = 1 << 16
+MAX_TOTAL_SYMBOLS = entropy.MAX_COUNT  # all segments' symbols together (what a reader decodes)
+SEGMENT_CODING_SHARED = 0  # one prior and one payload for all segments' symbols, concatenated in order
+SEGMENT_CODING_SEPARATE = 1  # a prior and a payload per segment
 
 TARGET_PRESETS: dict[int, tuple[str, ...]] = {
     1: (
@@ -137,6 +148,32 @@ def _f32(value):
 
 
 @dataclass(eq=False)
+class Segment:
+    """One segment of a multi-segment code: the first output frame it covers, its quantisation step
+    (rounded to float32 on construction) and its symbols (int32)."""
+
+    start: int
+    step_size: float
+    symbols: np.ndarray
+
+    def __post_init__(self):
+        self.step_size = _f32(self.step_size)
+        arr = np.asarray(self.symbols)
+        if arr.dtype.kind in "iu" and arr.ndim == 1:
+            if arr.size == 0 or (int(arr.min()) >= -(1 << 31) and int(arr.max()) <= _I31):
+                arr = arr.astype(np.int32, copy=False)
+        self.symbols = arr
+
+    def __eq__(self, other):
+        if not isinstance(other, Segment):
+            return NotImplemented
+        return (self.start == other.start and self.step_size == other.step_size
+                and np.shape(self.symbols) == np.shape(other.symbols) and np.array_equal(self.symbols, other.symbols))
+
+    __hash__ = None
+
+
+@dataclass(eq=False)
 class Code:
     """Everything in a code file. Floats are rounded to float32 on construction (so a Code
     equals what ``read_code`` returns for it, and the encoder uses the decoder's step size);
@@ -166,6 +203,11 @@ class Code:
     step_size: float
     symbols: np.ndarray
     sections: dict[int, bytes] = field(default_factory=dict)
+    # Multi-segment codes (format version 2; `segmented()` builds one): every segment, the first included,
+    # whose symbols and step are also `symbols` / `step_size`; `frames` is each segment's length and
+    # `total_frames` the length of the whole output. Empty / 0 for a single-segment code (version 1).
+    segments: tuple = ()
+    total_frames: int = 0
 
     def __post_init__(self):
         if isinstance(self.targets, (list, tuple)):
@@ -184,6 +226,25 @@ class Code:
             self.sections = {
                 k: (bytes(v) if isinstance(v, (bytearray, memoryview)) else v) for k, v in self.sections.items()
             }
+        if isinstance(self.segments, list):
+            self.segments = tuple(self.segments)
+
+    # -- segments (a single-segment code is one segment starting at frame 0) ------------------------
+    @property
+    def segment_list(self) -> tuple:
+        """Every segment, as `Segment`s (one for a single-segment code)."""
+        if self.segments:
+            return self.segments
+        return (Segment(0, self.step_size, self.symbols),)
+
+    @property
+    def n_segments(self) -> int:
+        return len(self.segments) if self.segments else 1
+
+    @property
+    def output_frames(self) -> int:
+        """Frames the whole decoded video has (`total_frames` for a multi-segment code, else `frames`)."""
+        return int(self.total_frames) if self.segments else int(self.frames)
 
     def __eq__(self, other):
         if not isinstance(other, Code):
@@ -192,6 +253,9 @@ class Code:
             a, b = getattr(self, name), getattr(other, name)
             if name == "symbols":
                 if not (np.shape(a) == np.shape(b) and np.array_equal(a, b)):
+                    return False
+            elif name == "segments":
+                if len(a) != len(b) or not all(x == y for x, y in zip(a, b)):
                     return False
             elif name in ("shift", "guidance", "step_size"):
                 if not (a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))):
@@ -206,6 +270,22 @@ class Code:
         """Raise CodeFormatError (bad value) or LimitError (over a size limit) unless every
         field is within the ranges of the format."""
         _validate(self)
+
+
+def segmented(code: Code, segments, total_frames: int) -> Code:
+    """`code` (its header fields; each segment has its geometry) as a multi-segment code of `segments`
+    (`Segment`s, the first starting at frame 0) covering `total_frames` frames. One segment gives a
+    single-segment code. Validation happens on writing (`write_code`) or with `validate()`."""
+    import dataclasses as _dc
+
+    segments = tuple(segments)
+    if not segments:
+        raise _bad("segments", "at least one segment is needed")
+    first = segments[0]
+    if len(segments) == 1:
+        return _dc.replace(code, symbols=first.symbols, step_size=first.step_size, segments=(), total_frames=0)
+    return _dc.replace(code, symbols=first.symbols, step_size=first.step_size, segments=segments,
+                       total_frames=int(total_frames))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +378,52 @@ def _validate(code: Code) -> None:
             raise _bad("sections", f"section {tag} must be bytes")
         if len(blob) > MAX_SECTION_BYTES:
             raise LimitError(f"section {tag} is {len(blob)} bytes, the limit is {MAX_SECTION_BYTES}")
+    _validate_segments(code)
+
+
+def _validate_segments(code: Code) -> None:
+    segs = code.segments
+    if not isinstance(segs, tuple):
+        raise _bad("segments", "must be a tuple of Segment")
+    if not segs:
+        if code.total_frames not in (0, None):
+            raise _bad("total_frames", "must be 0 for a single-segment code")
+        return
+    if not 2 <= len(segs) <= MAX_SEGMENTS:
+        raise _bad("segments", f"{len(segs)} segments out of range [2, {MAX_SEGMENTS}]")
+    if len(segs) * code.theta_length > MAX_TOTAL_SYMBOLS:
+        raise LimitError(f"{len(segs)} segments of {code.theta_length} symbols exceed the limit of "
+                         f"{MAX_TOTAL_SYMBOLS} symbols per code")
+    if SECTION_REFINEMENT in code.sections:
+        raise _bad("sections", "a multi-segment code cannot hold a refinement track")
+    prev = None
+    for i, seg in enumerate(segs):
+        if not isinstance(seg, Segment):
+            raise _bad("segments", f"segment {i} must be a Segment")
+        start = seg.start
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)):
+            raise _bad("segments", f"segment {i} start must be an integer")
+        if prev is None:
+            if start != 0:
+                raise _bad("segments", "the first segment must start at frame 0")
+        elif not 1 <= start - prev <= code.frames:
+            raise _bad("segments", f"segment {i} starts at frame {start}: segments must start in order, each "
+                                   f"1..{code.frames} frames after the previous one (no gaps)")
+        prev = int(start)
+        _check_float("step_size", seg.step_size, positive=True)
+        sym = seg.symbols
+        if not isinstance(sym, np.ndarray) or sym.ndim != 1 or sym.dtype != np.int32:
+            raise _bad("segments", f"segment {i} symbols must be a 1-D int32 array")
+        if sym.size != code.theta_length:
+            raise _bad("segments", f"segment {i} has {sym.size} symbols, theta_length is {code.theta_length}")
+        check_theta_bound(int(sym.min()), int(sym.max()), seg.step_size)
+    if not (np.array_equal(segs[0].symbols, code.symbols) and segs[0].step_size == code.step_size):
+        raise _bad("segments", "the first segment's symbols and step must be the code's symbols and step_size")
+    total = code.total_frames
+    if isinstance(total, bool) or not isinstance(total, (int, np.integer)) or not 1 <= total <= MAX_TOTAL_FRAMES:
+        raise _bad("total_frames", f"{total!r} out of range [1, {MAX_TOTAL_FRAMES}]")
+    if prev + code.frames != total:
+        raise _bad("total_frames", f"{total} differs from the last segment's end ({prev} + {code.frames})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,10 +437,12 @@ def _deflate(raw: bytes) -> bytes:
 
 
 def write_code(code: Code) -> bytes:
-    """Serialise a Code to the binary form (validates every field first)."""
+    """Serialise a Code to the binary form (validates every field first): format version 1 for a
+    single-segment code, version 2 (segment table) for a multi-segment one."""
     _validate(code)
+    multi = bool(code.segments)
     out = bytearray(MAGIC)
-    out.append(FORMAT_VERSION)
+    out.append(SEGMENTED_VERSION if multi else FORMAT_VERSION)
     model = code.model.encode("ascii")
     out.append(len(model))
     out += model
@@ -340,14 +468,20 @@ def write_code(code: Code) -> bytes:
             flags |= _FLAG_CAPTION_DEFLATE
     out.append(flags)
     write_uvarint(out, int(code.steps))
-    out += struct.pack("<fff", float(code.shift), float(code.guidance), float(code.step_size))
+    if multi:  # version 2: the steps are in the segment table
+        out += struct.pack("<ff", float(code.shift), float(code.guidance))
+    else:
+        out += struct.pack("<fff", float(code.shift), float(code.guidance), float(code.step_size))
     write_uvarint(out, len(stored_caption))
     out += stored_caption
-    enc = entropy.encode_symbols(code.symbols)
-    write_uvarint(out, len(enc.prior))
-    out += enc.prior
-    write_uvarint(out, len(enc.payload))
-    out += enc.payload
+    if multi:
+        out += _segment_table(code)
+    else:
+        enc = entropy.encode_symbols(code.symbols)
+        write_uvarint(out, len(enc.prior))
+        out += enc.prior
+        write_uvarint(out, len(enc.payload))
+        out += enc.payload
     for tag in sorted(code.sections):
         blob = code.sections[tag]
         out.append(int(tag))
@@ -359,6 +493,37 @@ def write_code(code: Code) -> bytes:
     return bytes(out)
 
 
+def _prior_and_payload(enc) -> bytes:
+    out = bytearray()
+    write_uvarint(out, len(enc.prior))
+    out += enc.prior
+    write_uvarint(out, len(enc.payload))
+    out += enc.payload
+    return bytes(out)
+
+
+def _segment_table(code: Code) -> bytes:
+    """Version 2's segment table and symbol coding (docs/FORMAT.md): count, total frames, start steps,
+    steps, then the coding mode that gives fewer bytes (one shared prior, or one per segment)."""
+    segs = code.segments
+    out = bytearray()
+    write_uvarint(out, len(segs))
+    write_uvarint(out, int(code.total_frames))
+    for prev, seg in zip(segs, segs[1:]):
+        write_uvarint(out, int(seg.start) - int(prev.start))
+    for seg in segs:
+        out += struct.pack("<f", float(seg.step_size))
+    shared = _prior_and_payload(entropy.encode_symbols(np.concatenate([seg.symbols for seg in segs])))
+    separate = b"".join(_prior_and_payload(entropy.encode_symbols(seg.symbols)) for seg in segs)
+    if len(shared) <= len(separate):
+        out.append(SEGMENT_CODING_SHARED)
+        out += shared
+    else:
+        out.append(SEGMENT_CODING_SEPARATE)
+        out += separate
+    return bytes(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # parsing
 # ---------------------------------------------------------------------------------------------
@@ -367,10 +532,18 @@ def write_code(code: Code) -> bytes:
 @dataclass
 class _Parsed:
     fields: dict
-    prior: bytes
+    prior: bytes  # the first (version 1: the only) prior and payload
     payload: bytes
     caption_stored: int
     section_sizes: dict  # tag -> bytes incl. tag and length
+    version: int = FORMAT_VERSION
+    priors: list = field(default_factory=list)  # every prior / payload (version 2: one, or one per segment)
+    payloads: list = field(default_factory=list)
+    starts: list = field(default_factory=list)  # version 2: segment starts and steps
+    steps: list = field(default_factory=list)
+    coding: int | None = None  # version 2: SEGMENT_CODING_*
+    table_bytes: int = 0  # version 2: the segment table (count .. coding mode), without priors and payloads
+    table_offset: int = 0  # version 2: where the table starts in the file
 
 
 def _as_bytes(data) -> bytes:
@@ -462,12 +635,19 @@ def _parse(data: bytes) -> _Parsed:
         raise r.fail(f"unknown flag bits 0x{flags & ~_FLAGS_KNOWN:02x}")
     f["noise_mode"] = 1 if flags & _FLAG_NOISE_MODE else 0
     f["steps"] = r.uvarint("steps", *_INT_RANGES["steps"])
-    shift, guidance, step_size = struct.unpack("<fff", r.take(12, "shift/guidance/step_size"))
+    version = data[len(MAGIC)]
+    if version == SEGMENTED_VERSION:
+        shift, guidance = struct.unpack("<ff", r.take(8, "shift/guidance"))
+        step_size = None
+    else:
+        shift, guidance, step_size = struct.unpack("<fff", r.take(12, "shift/guidance/step_size"))
     for name, value in (("shift", shift), ("guidance", guidance), ("step_size", step_size)):
+        if value is None:
+            continue
         if not math.isfinite(value):
             raise r.fail(f"{name} is not finite")
         f[name] = value
-    if not step_size > 0:
+    if step_size is not None and not step_size > 0:
         raise r.fail("step_size must be > 0")
     n = r.uvarint("caption length", 0, MAX_CAPTION_BYTES)
     stored = r.take(n, "caption")
@@ -477,10 +657,18 @@ def _parse(data: bytes) -> _Parsed:
         f["caption"] = _inflate_caption(stored, r)
     else:
         f["caption"] = _utf8(stored, r)
-    n = r.uvarint("prior length", 1, r.remaining)
-    prior = r.take(n, "prior")
-    n = r.uvarint("payload length", 0, r.remaining)
-    payload = r.take(n, "payload")
+    table = {}
+    if version == SEGMENTED_VERSION:
+        table = _read_segment_table(r, f)
+        priors, payloads = [], []
+        for _ in range(1 if table["coding"] == SEGMENT_CODING_SHARED else len(table["starts"])):
+            prior, payload = _read_prior_and_payload(r)
+            priors.append(prior)
+            payloads.append(payload)
+        prior, payload = priors[0], payloads[0]
+    else:
+        prior, payload = _read_prior_and_payload(r)
+        priors, payloads = [prior], [payload]
     sections: dict[int, bytes] = {}
     sizes: dict[int, int] = {}
     last_tag = 0
@@ -496,34 +684,100 @@ def _parse(data: bytes) -> _Parsed:
         sizes[tag] = r.pos - start
         last_tag = tag
     f["sections"] = sections
-    return _Parsed(fields=f, prior=prior, payload=payload, caption_stored=len(stored), section_sizes=sizes)
+    if version == SEGMENTED_VERSION and SECTION_REFINEMENT in sections:
+        raise CodeFormatError("corrupt code: a multi-segment code cannot hold a refinement track (section 1)")
+    return _Parsed(fields=f, prior=prior, payload=payload, caption_stored=len(stored), section_sizes=sizes,
+                   version=version, priors=priors, payloads=payloads, starts=table.get("starts", []),
+                   steps=table.get("steps", []), coding=table.get("coding"), table_bytes=table.get("bytes", 0),
+                   table_offset=table.get("offset", 0))
+
+
+def _read_prior_and_payload(r: ByteReader) -> tuple[bytes, bytes]:
+    n = r.uvarint("prior length", 1, r.remaining)
+    prior = r.take(n, "prior")
+    n = r.uvarint("payload length", 0, r.remaining)
+    payload = r.take(n, "payload")
+    return prior, payload
+
+
+def _read_segment_table(r: ByteReader, f: dict) -> dict:
+    """Version 2's segment table (docs/FORMAT.md), every value checked before use."""
+    begin = r.pos
+    frames, d = f["frames"], f["theta_length"]
+    n = r.uvarint("segment count", 2, MAX_SEGMENTS)
+    if n * d > MAX_TOTAL_SYMBOLS:
+        raise LimitError(f"code has {n} segments of {d} symbols, over the limit of {MAX_TOTAL_SYMBOLS} symbols")
+    total = r.uvarint("total frames", frames + 1, MAX_TOTAL_FRAMES)
+    starts = [0]
+    for i in range(1, n):
+        starts.append(starts[-1] + r.uvarint(f"segment {i + 1} start step", 1, frames))
+    if starts[-1] + frames != total:
+        raise r.fail(f"the segments end at frame {starts[-1] + frames}, the table says {total} frames")
+    steps = []
+    for i in range(n):
+        (step,) = struct.unpack("<f", r.take(4, f"segment {i + 1} step_size"))
+        if not (math.isfinite(step) and step > 0):
+            raise r.fail(f"segment {i + 1} step_size must be finite and > 0")
+        steps.append(step)
+    coding = r.u8("segment coding")
+    if coding not in (SEGMENT_CODING_SHARED, SEGMENT_CODING_SEPARATE):
+        raise r.fail(f"unknown segment coding {coding}")
+    f["step_size"] = steps[0]
+    f["total_frames"] = total
+    return {"starts": starts, "steps": steps, "coding": coding, "bytes": r.pos - begin, "offset": begin}
 
 
 def read_code(data: bytes) -> Code:
     """Parse and fully validate the binary form (decodes the symbols)."""
     p = _parse(data)
+    if p.version == SEGMENTED_VERSION:
+        return _read_segmented(p)
     lo, counts = entropy.parse_prior(p.prior)
     check_theta_bound(lo, lo + len(counts) - 1, p.fields["step_size"])  # before decoding the symbols
     symbols = entropy.decode_symbols(p.prior, p.payload, p.fields["theta_length"])
     return Code(symbols=symbols, **p.fields)
 
 
+def _read_segmented(p: _Parsed) -> Code:
+    d, n = p.fields["theta_length"], len(p.starts)
+    for i, prior in enumerate(p.priors):  # the adapter bound, before decoding any symbols
+        lo, counts = entropy.parse_prior(prior)
+        for step in (p.steps if len(p.priors) == 1 else [p.steps[i]]):
+            check_theta_bound(lo, lo + len(counts) - 1, step)
+    if len(p.priors) == 1:
+        flat = entropy.decode_symbols(p.prior, p.payload, n * d)
+        parts = [flat[i * d:(i + 1) * d] for i in range(n)]
+    else:
+        parts = [entropy.decode_symbols(prior, payload, d) for prior, payload in zip(p.priors, p.payloads)]
+    segments = tuple(Segment(start, step, np.ascontiguousarray(sym))
+                     for start, step, sym in zip(p.starts, p.steps, parts))
+    return Code(symbols=segments[0].symbols, segments=segments, **p.fields)
+
+
 def size_report(data: bytes) -> dict:
-    """Byte accounting of a binary code. The six *_bytes buckets other than total sum to
-    total_bytes; header_bytes is everything else (magic, version, fields, lengths, CRC)."""
+    """Byte accounting of a binary code. The five *_bytes buckets header, caption, prior, payload and
+    sections sum to total_bytes; header_bytes is everything else (magic, version, fields, lengths, the
+    segment table of a multi-segment code, CRC). A multi-segment code's priors and payloads are summed."""
     p = _parse(data)
     total = len(_as_bytes(data))
     sections_bytes = sum(p.section_sizes.values())
-    body = p.caption_stored + len(p.prior) + len(p.payload) + sections_bytes
+    prior_bytes = sum(len(x) for x in p.priors)
+    payload_bytes = sum(len(x) for x in p.payloads)
+    body = p.caption_stored + prior_bytes + payload_bytes + sections_bytes
     return {
         "total_bytes": total,
         "header_bytes": total - body,
         "caption_bytes": p.caption_stored,
-        "prior_bytes": len(p.prior),
-        "payload_bytes": len(p.payload),
+        "prior_bytes": prior_bytes,
+        "payload_bytes": payload_bytes,
         "sections_bytes": sections_bytes,
-        "ideal_payload_bits": entropy.prior_ideal_bits(p.prior),
+        "ideal_payload_bits": sum(entropy.prior_ideal_bits(x) for x in p.priors),
         "section_bytes_by_tag": dict(p.section_sizes),
+        # multi-segment codes (version 2); the table is counted in header_bytes
+        "format_version": p.version,
+        "segments": len(p.starts) if p.starts else 1,
+        "segment_table_bytes": p.table_bytes,
+        "shared_prior": None if p.coding is None else p.coding == SEGMENT_CODING_SHARED,
     }
 
 

@@ -494,7 +494,8 @@ class EncodeSession:
 def encode(video, settings: EncodeSettings | None = None, *, callback=None, resume=None, save_state=None,
            max_steps: int | None = None, backbone: Backbone | None = None, limits=None) -> EncodeResult | None:
     """Encode a clip (path or `video.Clip`) into a code. Returns None when stopped early by
-    `max_steps` (the state is then written to `save_state`)."""
+    `max_steps` (the state is then written to `save_state`). Codes at most the backbone's native length
+    (the clip's first frames); `segments.encode` codes a clip of any length (and pictures) as segments."""
     settings = settings or EncodeSettings()
     with EncodeSession.start(video, settings, backbone=backbone, limits=limits) as session:
         if resume is not None:
@@ -510,19 +511,58 @@ def encode(video, settings: EncodeSettings | None = None, *, callback=None, resu
 # -------------------------------------------------------------------------------------------------
 
 
+def minimum_code_bytes(backbone: Backbone, caption: str = "", settings: EncodeSettings | None = None, *,
+                       geometry: Geometry | None = None, fps=None, src: tuple[int, int, int] | None = None) -> int:
+    """The smallest code (whole file, in bytes) an encode of this backbone, caption and settings can
+    produce, known before any fitting: header + stored caption + the smallest prior (every symbol
+    equal: one histogram bin) + an empty payload + the refinement track's fixed size (`settings.refine_n`).
+    A very high rate weight or a very coarse step tends to it; no code is smaller (docs/FORMAT.md).
+
+    `geometry` (coded frames, height, width), `fps` (a Fraction or float) and `src` (source width,
+    height, frames) make it exact for one clip (`EncodeSession` has them as `geometry`, `fps`, `src`);
+    without them the clip-dependent header fields count their smallest size (1 byte each), so the result
+    is a lower bound within a few bytes. Only `backbone.name` and `backbone.defaults` are used (no
+    weights). Raises LoraCodecError / RefinementError for invalid settings."""
+    s = dataclasses.replace(settings) if settings is not None else EncodeSettings()
+    s.caption = caption or ""
+    if len(s.caption.encode("utf-8")) > bitstream.MAX_CAPTION_BYTES:
+        raise LoraCodecError(f"the caption is longer than {bitstream.MAX_CAPTION_BYTES} bytes")
+    d = backbone.defaults
+    sample_steps = s.sample_steps or d.sample_steps
+    plan = refine_plan(s, sample_steps)
+    adapter = adapter_config_for(backbone, s)
+    fit = fit_config_for(backbone, s)
+    geom = geometry or Geometry(1, 16, 16)
+    rate = Fraction(fps if fps is not None else 1).limit_denominator(1 << 20)
+    src_w, src_h, src_n = src if src is not None else (0, 0, 0)
+    code = Code(model=backbone.name, fingerprint=bytes(8), targets=tuple(adapter.targets), rank=adapter.rank,
+                theta_length=adapter.theta_length, proj_seed=adapter.proj_seed, frames=geom.frames,
+                height=geom.height, width=geom.width, fps_num=rate.numerator, fps_den=rate.denominator,
+                src_width=src_w, src_height=src_h, src_frames=src_n, noise_seed=s.seed,
+                noise_mode=NOISE_MODES[fit.noise_mode], steps=sample_steps,
+                shift=s.shift if s.shift is not None else d.shift,
+                guidance=s.guidance if s.guidance is not None else d.guidance, caption=s.caption, step_size=1.0,
+                symbols=np.zeros(adapter.theta_length, dtype=np.int32))
+    return len(bitstream.write_code(code)) + (plan.section_bytes() if plan else 0)
+
+
 def describe(data: bytes | str) -> dict:
     """`info`: sizes of every part of a code and what it holds (no backbone needed)."""
+    from .segments import segment_info
+
     raw = bitstream.load_code_bytes(data)
     code = bitstream.read_code(raw)
     sizes = bitstream.size_report(raw)
     track = refine.read_track(code)
-    seconds = code.frames * code.fps_den / code.fps_num
+    frames = code.output_frames  # a multi-segment code: the whole video (each segment has code.frames)
+    seconds = frames * code.fps_den / code.fps_num
     out = dict(sizes)
     by_tag = out.pop("section_bytes_by_tag", None) or {}
+    out.update(segment_info(code))
     out.update(
         model=code.model,
         fingerprint=code.fingerprint.hex(),
-        frames=code.frames,
+        frames=frames,
         height=code.height,
         width=code.width,
         fps=code.fps_num / code.fps_den,
@@ -542,7 +582,7 @@ def describe(data: bytes | str) -> dict:
         step_size=code.step_size,
         seconds=seconds,
         kbytes_per_second=sizes["total_bytes"] / 1000 / seconds,
-        bits_per_pixel=sizes["total_bytes"] * 8 / (code.frames * code.height * code.width),
+        bits_per_pixel=sizes["total_bytes"] * 8 / (frames * code.height * code.width),
         # refinement track (None / 0 when the code has none): refine_bits = indexed steps x log2 N;
         # refine_bytes = the whole section in the file (tag, length, header, indices)
         refine_n=track.n if track else None,
@@ -591,6 +631,9 @@ def compute_track(backbone: Backbone, code: Code, latents: torch.Tensor, *, n: i
     Uses the decoder's exact adapter (`attach_code_adapter`) and noise; the backbone's transformer
     must not carry another adapter. `steps`: the track's schedule (default: the code's steps);
     `indexed`: which steps carry an index (`refine.resolve_indexed`)."""
+    if code.segments:
+        raise refine.RefinementError("a refinement track is for one-segment codes; this code has "
+                                     f"{code.n_segments} segments")
     log2_n = refine.check_n(n)
     steps = refine.check_steps(code.steps if steps is None else steps)
     select = refine.check_select(select)
@@ -683,18 +726,35 @@ def require_finite(x: torch.Tensor, what: str) -> None:
 
 
 def decode(data: bytes | str, *, steps: int | None = None, caption: str | None = None, backbone: Backbone | None = None,
-           progress: Callable[[int, int], None] | None = None, sampler=None, refine: str | int = "all") -> DecodeResult:
+           progress: Callable[[int, int], None] | None = None, sampler=None, refine: str | int = "all",
+           segments=None, merge=None, weights=None, merge_names=None) -> DecodeResult:
     """Decode a code (binary or text form) into frames. `steps` overrides the stored default,
     `caption` the stored caption (editing). `refine`: 'all' replays the code's refinement track if it
     has one (on the track's own schedule), 'none' ignores it (plain ODE with `steps`), K replays the
     first K indexed steps and continues with the ODE on the track's schedule.
-    `sampler(velocity, noise, code) -> latents` replaces both."""
+    `sampler(velocity, noise, code) -> latents` replaces both.
+
+    A multi-segment code decodes to one continuous video (`segments`: only a range, e.g. '2-3',
+    1-based); `merge`: other codes whose adapters are applied with this one's at once, `weights` one
+    per code, this one's first (editing; segments.py and merge.py)."""
     from .video import tensor_to_video
 
     mode = _refine_mod.parse_refine(refine)
     # 1. parse
     raw = bitstream.load_code_bytes(data)
     code = bitstream.read_code(raw)
+    if code.segments or merge or weights is not None:
+        from .segments import decode_segments
+
+        if sampler is not None:
+            raise LoraCodecError("a custom sampler decodes one-segment codes without merges only")
+        return decode_segments(raw, code, backbone=backbone or load_backbone(code.model), steps=steps,
+                               caption=caption, progress=progress, segments=segments, merge=merge, weights=weights,
+                               merge_names=merge_names, refine=refine)
+    if segments is not None:
+        from .segments import parse_segment_range
+
+        parse_segment_range(segments, 1)  # '1' or 'all' for a one-segment code
     track = _refine_mod.read_track(code)
     if track is None and isinstance(mode, int) and mode > 0:
         raise _refine_mod.RefinementError(f"--refine {mode}: this code has no refinement track")

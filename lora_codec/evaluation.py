@@ -11,6 +11,10 @@ For a clip and one or more of its codes:
    CRF whose mp4 fits) at each code's size and at a few budgets around it (`--curve`), and measure those;
 4. print a table (or `--json`) and optionally draw the R-D curves (`--plot`, matplotlib).
 
+A long clip's code (several segments) is compared over every frame it codes, and its row also gets
+the seam measurements (`segments.seam_report`). A one-frame code of a still picture is compared with
+still-image codecs at equal bytes (JPEG, WebP, AVIF through Pillow, those its build has) by default.
+
 Sizes are whole files on both sides: the code file, and the mp4 a user would send (container included).
 Every user error is an `EvaluationError` (or another `LoraCodecError`) with a one-line message.
 """
@@ -29,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import LoraCodecError
+from .units import kbit_per_second
 
 __all__ = ["EvaluationError", "Reference", "coded_reference", "compare", "format_table", "plot_rd", "add_commands"]
 
@@ -77,20 +82,21 @@ def dumps(obj: Any, **kw) -> str:
 def coded_reference(video, code, backbone, *, start_seconds: float = 0.0, limits=None) -> Reference:
     """Read `video` (path or `video.Clip`) and convert it to `code`'s geometry the way
     `EncodeSession.start` does; EvaluationError when the clip cannot have produced the code."""
-    from .video import Clip, Limits, fit_to_geometry, read_video
+    from .stills import read_input
+    from .video import Clip, Limits, fit_to_geometry
 
     if isinstance(video, Clip):
         clip = video
-    else:
-        clip = read_video(video, start_seconds=start_seconds, max_frames=backbone.native.frames,
+    else:  # every frame the code holds (a long clip's code: all its segments); a picture through Pillow
+        clip = read_input(video, start_seconds=start_seconds, max_frames=code.output_frames,
                           limits=limits or Limits())
     T, H, W = clip.frames.shape[:3]
     # a backbone that codes free sizes codes this clip at the code's size (the encoder's --size)
     geom = backbone.coded_geometry(T, H, W, size=(code.width, code.height) if backbone.free_size else None)
-    if (geom.height, geom.width) != (code.height, code.width) or T < code.frames:
+    if (geom.height, geom.width) != (code.height, code.width) or T < code.output_frames:
         raise EvaluationError(
             f"the clip ({W}x{H}, {T} frames, coded as {geom.width}x{geom.height}) cannot be the source of this code "
-            f"({code.width}x{code.height}, {code.frames} frames)")
+            f"({code.width}x{code.height}, {code.output_frames} frames)")
     notes = list(clip.notes)
     if (code.src_width, code.src_height) != (W, H):
         raise EvaluationError(
@@ -99,21 +105,24 @@ def coded_reference(video, code, backbone, *, start_seconds: float = 0.0, limits
     if code.src_frames != T:
         notes.append(f"the code's source had {code.src_frames} frames from its start point, this reading {T}: "
                      "check --start")
-    frames = fit_to_geometry(clip.frames, code.frames, code.height, code.width)
+    frames = fit_to_geometry(clip.frames, code.output_frames, code.height, code.width)
     return Reference(frames=frames, fps=Fraction(code.fps_num, code.fps_den), notes=notes)
 
 
 def parse_codecs(text: str | list[str] | tuple[str, ...]) -> list[str]:
     from .baselines import CODECS
+    from .stills import STILL_CODECS
 
     names = text.split(",") if isinstance(text, str) else list(text)
+    known = {**{s: full for s, full in CODECS.items()}, **{s: s for s in STILL_CODECS}, "jpg": "jpeg"}
     out = []
-    for n in (x.strip() for x in names):
+    for n in (x.strip().lower() for x in names):
         if not n:
             continue
-        short = next((s for s, full in CODECS.items() if n in (s, full)), None)
+        short = "jpeg" if n == "jpg" else next((s for s, full in known.items() if n in (s, full)), None)
         if short is None:
-            raise EvaluationError(f"unknown codec '{n}' in --codecs; choose from {', '.join(CODECS)}")
+            raise EvaluationError(f"unknown codec '{n}' in --codecs; choose from {', '.join(CODECS)} (videos) or "
+                                  f"{', '.join(STILL_CODECS)} (still pictures)")
         if short not in out:
             out.append(short)
     return out
@@ -150,32 +159,44 @@ def _quality(ref: np.ndarray, rec: np.ndarray, perceptual: bool) -> dict:
     return q
 
 
-def compare(video, codes: list[bytes], *, codecs=DEFAULT_CODECS, curve=DEFAULT_CURVE, start_seconds: float = 0.0,
+def compare(video, codes: list[bytes], *, codecs=None, curve=DEFAULT_CURVE, start_seconds: float = 0.0,
             decode_steps: int | None = None, backbone=None, code_names: list[str] | None = None,
             perceptual: bool = True, progress: Callable[[str], None] | None = None, limits=None) -> dict:
     """Decode `codes` (binary or text forms of codes of `video`), code the clip with each classic
     codec at each code's size and at `curve` factors of it, and measure everything against the clip
-    at the coded geometry. Returns {'rows': [...], ...} (see the module docstring)."""
+    at the coded geometry. Returns {'rows': [...], ...} (see the module docstring). `codecs` None:
+    x264, x265 and AV1, or for a one-frame code the still-image codecs Pillow has (JPEG, WebP, AVIF)."""
     from . import bitstream, codec
     from .backbones import load_backbone
     from .baselines import available_codecs, encode_at_budget
+    from .segments import seam_report
+    from .stills import STILL_CODECS, available_still_codecs, encode_still_at_budget
 
     say = progress or (lambda msg: None)
-    codecs = parse_codecs(codecs)
     curve = parse_curve(curve)
     if not codes:
         raise EvaluationError("give at least one code")
-    avail = available_codecs()
-    missing = [c for c in codecs if not avail.get(c)]
-    if missing:
-        raise EvaluationError(f"this PyAV build cannot encode {', '.join(missing)}; drop it from --codecs")
     raws = [bitstream.load_code_bytes(c) for c in codes]
     parsed = [bitstream.read_code(r) for r in raws]
     names = list(code_names) if code_names else [f"code {i + 1}" for i in range(len(raws))]
     first = parsed[0]
+    still = first.output_frames == 1
+    still_avail = available_still_codecs()
+    if codecs is None:
+        codecs = [c for c in STILL_CODECS if still_avail.get(c)] if still else list(DEFAULT_CODECS)
+    codecs = parse_codecs(codecs)
+    avail = {**available_codecs(), **still_avail}
+    missing = [c for c in codecs if not avail.get(c)]
+    if missing:
+        lib = "Pillow" if all(c in STILL_CODECS for c in missing) else "PyAV"
+        raise EvaluationError(f"this {lib} build cannot encode {', '.join(missing)}; drop it from --codecs")
+    if not still and any(c in STILL_CODECS for c in codecs):
+        raise EvaluationError(f"{', '.join(c for c in codecs if c in STILL_CODECS)} code{'s' if len(codecs) > 1 else ''}"
+                              f" one picture; this code has {first.output_frames} frames: use x264, x265 or av1")
     for name, c in zip(names[1:], parsed[1:]):
-        if (c.model, c.frames, c.height, c.width, c.fps_num, c.fps_den) != (
-                first.model, first.frames, first.height, first.width, first.fps_num, first.fps_den):
+        if (c.model, c.frames, c.height, c.width, c.fps_num, c.fps_den, c.output_frames) != (
+                first.model, first.frames, first.height, first.width, first.fps_num, first.fps_den,
+                first.output_frames):
             raise EvaluationError(f"{name} was made with another backbone or geometry than {names[0]}")
     if backbone is None:
         backbone = load_backbone(first.model)
@@ -183,12 +204,13 @@ def compare(video, codes: list[bytes], *, codecs=DEFAULT_CODECS, curve=DEFAULT_C
     T, H, W = ref.frames.shape[:3]
     seconds = T / float(ref.fps)
     notes = list(ref.notes)
-    notes.append(START_NOTE.format(start=start_seconds))
+    if not still:
+        notes.append(START_NOTE.format(start=start_seconds))
     if backbone.is_tiny:
         notes.append(TINY_NOTE)
 
     def rate(nbytes: int) -> dict:
-        return {"bytes": int(nbytes), "kbps": nbytes * 8 / 1000 / seconds, "bpp": nbytes * 8 / (T * H * W)}
+        return {"bytes": int(nbytes), "kbps": kbit_per_second(nbytes, seconds), "bpp": nbytes * 8 / (T * H * W)}
 
     rows: list[dict] = []
     unavailable: set[str] = set()
@@ -212,6 +234,10 @@ def compare(video, codes: list[bytes], *, codecs=DEFAULT_CODECS, curve=DEFAULT_C
                **rate(len(raw)), "seconds": round(time.perf_counter() - t0, 3),
                "decode_steps": dec.report.get("decode_steps"), "refine_bits": dec.report.get("refine_bits", 0)}
         add_quality(row, _quality(ref.frames, dec.frames, perceptual))
+        if dec.code.n_segments > 1:
+            row["segments"] = dec.code.n_segments
+            row["seams"] = seam_report(ref.frames, dec.frames, [g.start for g in dec.code.segment_list],
+                                       dec.code.frames)
         rows.append(row)
         sizes.append(len(raw))
 
@@ -220,6 +246,14 @@ def compare(video, codes: list[bytes], *, codecs=DEFAULT_CODECS, curve=DEFAULT_C
         for budget in budgets:
             say(f"{short} at {budget} bytes")
             t0 = time.perf_counter()
+            if short in STILL_CODECS:  # a picture file at the highest quality that fits (Pillow)
+                r = encode_still_at_budget(ref.frames, short, budget)
+                row = {"kind": "baseline", "codec": short, "name": short, "budget": budget, "crf": None,
+                       "quality": r.quality, "fits": r.fits, **rate(r.bytes), "payload_bytes": r.bytes,
+                       "seconds": round(time.perf_counter() - t0, 3), "at_code_size": budget in sizes}
+                add_quality(row, _quality(ref.frames, r.frames, perceptual))
+                rows.append(row)
+                continue
             r = encode_at_budget(ref.frames, ref.fps, short, budget)
             row = {"kind": "baseline", "codec": short, "name": short, "budget": budget, "crf": r.crf, "fits": r.fits,
                    **rate(r.bytes), "payload_bytes": r.payload_bytes, "seconds": round(time.perf_counter() - t0, 3),
@@ -234,6 +268,7 @@ def compare(video, codes: list[bytes], *, codecs=DEFAULT_CODECS, curve=DEFAULT_C
         "codecs": codecs,
         "curve": curve,
         "rows": rows,
+        "still": still,
         "perceptual_unavailable": "; ".join(sorted(unavailable)) or None,
         "metric_notes": metric_notes,
         "notes": notes,
@@ -252,13 +287,15 @@ def format_table(result: dict) -> str:
     """The comparison as an aligned text table, notes below."""
     rows = result["rows"]
     perceptual = any(r.get("lpips") is not None or r.get("dists") is not None for r in rows)
-    head = ["codec", "budget", "bytes", "kbps", "bpp", "crf", "fits", "PSNR", "PSNR-Y", "MS-SSIM"]
+    still = result.get("still")
+    head = ["codec", "budget", "bytes", "kbit/s", "bpp", "quality" if still else "crf", "fits", "PSNR", "PSNR-Y",
+            "MS-SSIM"]
     if perceptual:
         head += ["LPIPS", "DISTS"]
     lines = []
     for r in rows:
         cells = [r["name"] if r["kind"] == "code" else r["codec"], _fmt(r["budget"], "d"), str(r["bytes"]),
-                 _fmt(r["kbps"], ".2f"), _fmt(r["bpp"], ".5f"), _fmt(r["crf"], "d"),
+                 _fmt(r["kbps"], ".2f"), _fmt(r["bpp"], ".5f"), _fmt(r.get("quality") if still else r["crf"], "d"),
                  "-" if r["fits"] is None else ("yes" if r["fits"] else "NO"),
                  _fmt(r["psnr_rgb"], ".2f"), _fmt(r["psnr_y"], ".2f"), _fmt(r["ms_ssim"], ".4f")]
         if perceptual:
@@ -270,9 +307,20 @@ def format_table(result: dict) -> str:
         out.append("  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(c, widths))))
     g = result["geometry"]
     out.append(f"clip: {result['clip']} at the coded geometry {g['width']}x{g['height']}, {g['frames']} frames, "
-               f"{g['fps']:g} fps ({g['seconds']:.3g} s); sizes are whole files (code / mp4)")
+               f"{g['fps']:g} fps ({g['seconds']:.3g} s); sizes are whole files (code / "
+               f"{'picture file' if still else 'mp4'})")
+    for r in rows:
+        sm = r.get("seams")
+        if sm:
+            out.append(f"{r['name']}: {sm['segments']} segments; seams: PSNR {_fmt(sm['psnr_boundary'], '.2f')} dB at "
+                       f"the {sm['boundary_frames']} frames around the {sm['junctions']} junctions vs "
+                       f"{_fmt(sm['psnr_interior'], '.2f')} dB inside; frame-to-frame change "
+                       f"{_fmt(sm['change_boundary'], '.2f')} at junctions vs {_fmt(sm['change_interior'], '.2f')} inside "
+                       f"(source {_fmt(sm['source_change_boundary'], '.2f')} / {_fmt(sm['source_change_interior'], '.2f')})")
+    if still:
+        out.append("a still picture: the baselines are picture files (Pillow) at the highest quality that fits")
     if any(r["fits"] is False for r in rows):
-        out.append("fits NO: even the codec's worst CRF is over the budget (its smallest file is shown)")
+        out.append("fits NO: even the codec's worst CRF (quality) is over the budget (its smallest file is shown)")
     if result.get("perceptual_unavailable"):
         out.append(f"LPIPS/DISTS not reported: {result['perceptual_unavailable']}")
     for n in result.get("metric_notes", []) + result.get("notes", []):
@@ -281,7 +329,7 @@ def format_table(result: dict) -> str:
 
 
 def plot_rd(result: dict, path) -> None:
-    """PSNR and MS-SSIM against kbps, one curve per classic codec, the codes as stars."""
+    """PSNR and MS-SSIM against kbit/s, one curve per classic codec, the codes as stars."""
     try:
         import matplotlib
 
@@ -309,7 +357,7 @@ def plot_rd(result: dict, path) -> None:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
-        ax.set_xlabel("kbps (whole file)")
+        ax.set_xlabel("kbit/s (whole file)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -370,9 +418,11 @@ def cmd_compare(args) -> int:
 def add_commands(sub) -> None:
     """Register `compare` and `batch` on the CLI's subparsers."""
     c = sub.add_parser("compare", help="rate-distortion comparison of codes against x264 / x265 / AV1")
-    c.add_argument("input", help="the original clip")
+    c.add_argument("input", help="the original clip (or still picture)")
     c.add_argument("codes", nargs="+", help="one or more codes (.vov or text form) of that clip")
-    c.add_argument("--codecs", default=",".join(DEFAULT_CODECS), help="classic codecs, comma-separated (x264,x265,av1)")
+    c.add_argument("--codecs", default=None,
+                   help="classic codecs, comma-separated (default x264,x265,av1; for a still picture's one-frame code "
+                        "jpeg,webp,avif, those Pillow has)")
     c.add_argument("--curve", default=",".join(f"{f:g}" for f in DEFAULT_CURVE),
                    help="also code at these factors of each code's size, for R-D curves ('none': only at its size)")
     c.add_argument("--start", type=float, default=0.0,
@@ -380,8 +430,9 @@ def add_commands(sub) -> None:
     c.add_argument("--steps", type=int, default=None, help="sampling steps to decode with (default: the code's)")
     c.add_argument("--no-perceptual", action="store_true", help="skip LPIPS / DISTS even when their weights are present")
     c.add_argument("--plot", default=None, metavar="OUT.png", help="write the R-D curves (matplotlib)")
-    c.add_argument("--json", action="store_true")
-    c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("--json", action="store_true", help="print the comparison as one JSON object on stdout")
+    c.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress lines, notes or warnings on stderr (the table is still printed)")
     c.set_defaults(func=cmd_compare)
 
     from .batch import add_command as add_batch

@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from .bitstream import Code, to_text, write_code
+from .bitstream import Code, Segment, segmented, to_text, write_code
 
 
 def sample_code(seed: int = 0, theta_length: int = 2048, model: str = "tiny", fingerprint: bytes = bytes(8),
@@ -29,16 +29,55 @@ def sample_code(seed: int = 0, theta_length: int = 2048, model: str = "tiny", fi
     ))
 
 
+def sample_segmented_code(seed: int = 0, segments: int = 3, theta_length: int = 1024, shared: bool = True) -> bytes:
+    """A well-formed multi-segment code (format version 2) of `segments` segments of 17 frames with
+    1-frame overlaps; `shared`: symbols alike (one shared prior is smaller) or of different spreads
+    (a prior per segment is smaller)."""
+    base = read_code_quick(sample_code(seed, theta_length))
+    rng = np.random.default_rng(seed + 1)
+    segs = [Segment(16 * i, 0.1, np.round(rng.laplace(0, 1.5 if shared else 0.5 * 8 ** i,
+                                                       size=theta_length)).astype(np.int32))
+            for i in range(segments)]
+    return write_code(segmented(base, segs, 16 * (segments - 1) + 17))
+
+
+def read_code_quick(data: bytes) -> Code:
+    from .bitstream import read_code
+
+    return read_code(data)
+
+
+def segment_table_span(valid: bytes) -> tuple[int, int]:
+    """(first byte, end) of the segment table of the multi-segment code `valid` (count .. coding mode)."""
+    from .bitstream import _parse
+
+    p = _parse(valid)
+    return p.table_offset, p.table_offset + p.table_bytes
+
+
+def truncated_segment_tables(valid: bytes):
+    """(what, data) for a multi-segment code cut inside its segment table: the file simply ends there
+    (CRC fixed up), or the table loses bytes while what follows stays (CRC fixed up)."""
+    start, end = segment_table_span(valid)
+    body = valid[:-4]
+    for cut in range(start, end):
+        yield f"ends at table byte {cut - start}", with_crc(body[:cut])
+        yield f"table bytes {cut - start}.. missing", with_crc(body[:cut] + body[end:])
+
+
 def with_crc(body: bytes) -> bytes:
     """`body` (everything but the CRC) with a valid CRC32 appended: gets past the integrity check."""
     return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
 def _step_size_offset(valid: bytes) -> int:
-    """Byte offset of the float32 step_size in the binary code `valid` (it follows shift and guidance)."""
-    from .bitstream import read_code
+    """Byte offset of the float32 step_size in the binary code `valid` (it follows shift and guidance; in a
+    multi-segment code the first segment's step in the segment table)."""
+    from .bitstream import _parse, read_code
 
     code = read_code(valid)
+    if code.segments:  # version 2: the first segment's step in the segment table
+        return valid.index(struct.pack("<f", code.step_size), _parse(valid).table_offset)
     packed = struct.pack("<fff", code.shift, code.guidance, code.step_size)
     return valid.index(packed) + 8
 
@@ -92,7 +131,7 @@ def hostile_inputs(valid: bytes, count: int, seed: int = 0):
             step = rng.choice([float("inf"), float("nan"), -1.0, 0.0, 1e-30, 3.4e38, 1e6, 2.0 ** rng.randrange(-20, 40)])
             data = with_crc(body[:step_at] + struct.pack("<f", step) + body[step_at + 4:])
         elif kind == "version":
-            data = with_crc(body[:3] + bytes([rng.choice([0, 2, 3, 99, 255])]) + body[4:])
+            data = with_crc(body[:3] + bytes([rng.choice([0, 3, 4, 99, 255])]) + body[4:])
         else:
             data = rng.choice(["vov2:", "VOV1:", "vov1", "", "   ", "vov1:" + "A" * rng.randrange(1, 50)])
         yield kind, data

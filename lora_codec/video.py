@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from . import colour
 from .errors import LimitError, LoraCodecError, VideoError
+from .units import format_file_size as _fmt_bytes
 
 __all__ = [
     "Clip",
@@ -115,12 +116,6 @@ class Limits:
     max_decoded_bytes: int = 4 << 30
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"  # pragma: no cover
 
 
 def _one_line(exc: BaseException) -> str:
@@ -666,9 +661,9 @@ def reader_notes(d: _Decoded, *, fps: Fraction, duration: float | None, start_se
     notes = []
     T = len(d.kept)
     if d.skipped:
-        notes.append(f"skipped {d.skipped} frames before start_seconds={start_seconds:g}")
+        notes.append(f"skipped {d.skipped} frames before the start time ({start_seconds:g} s)")
     if d.stopped_by_max:
-        notes.append(f"trimmed to {T} frames (max_frames={max_frames})")
+        notes.append(f"trimmed to {T} frames ({T / float(fps):.2f} s), the most that are coded")
     elif d.stop_reason is not None:
         notes.append(f"decoding stopped early after {T} frames, file is damaged or truncated ({d.stop_reason})")
     elif has_ts:

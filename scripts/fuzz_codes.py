@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_codec.bitstream import load_code_bytes, read_code  # noqa: E402
 from lora_codec.errors import LoraCodecError  # noqa: E402
-from lora_codec.fuzzing import hostile_inputs, sample_code  # noqa: E402
+from lora_codec.fuzzing import hostile_inputs, sample_code, sample_segmented_code  # noqa: E402
 
 
 def main() -> int:
@@ -33,9 +33,12 @@ def main() -> int:
     slowest = 0.0
     tracemalloc.start()
     t_start = time.perf_counter()
-    for base_seed, theta in ((1, 2048), (2, 131072)):
-        valid = sample_code(seed=base_seed, theta_length=theta)
-        for kind, data in hostile_inputs(valid, a.count // 2, seed=a.seed + base_seed):
+    valids = [(1, sample_code(seed=1, theta_length=2048)), (2, sample_code(seed=2, theta_length=131072)),
+              # multi-segment codes (format version 2): one shared prior, and a prior per segment
+              (3, sample_segmented_code(seed=3, segments=4, shared=True)),
+              (4, sample_segmented_code(seed=4, segments=3, shared=False))]
+    for base_seed, valid in valids:
+        for kind, data in hostile_inputs(valid, a.count // len(valids), seed=a.seed + base_seed):
             t0 = time.perf_counter()
             try:
                 read_code(load_code_bytes(data))

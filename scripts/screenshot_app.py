@@ -1,11 +1,13 @@
-"""Screenshots of the web app serving a given backbone after one default compress, in Debian's chromium.
+"""Screenshots of the web app's two tabs, on a desktop (1280x900) and a phone (390x844), after one
+compress with the page's default settings, in Debian's chromium.
 
-    LORA_CODEC_MODEL=small python scripts/screenshot_app.py [--out docs/screenshots/compress_small.png]
+    LORA_CODEC_MODEL=small python scripts/screenshot_app.py [--out-dir docs/screenshots]
 
 Starts the app in this process on 127.0.0.1, uploads `examples/bigbuckbunny_2s.mp4` with a caption,
-presses Compress with the page's default settings, waits for the result, and saves a full-page
-screenshot (the reconstruction and the equal-bytes x265 comparison included). Prints how long the
-compress took. Needs playwright (requirements-dev.txt) and `apt-get install chromium`.
+presses Compress with the page's defaults, waits for the result, opens the code in the Decode tab and
+decodes it, and saves full-page screenshots: compress.png, decode.png (desktop) and compress_phone.png,
+decode_phone.png (phone). Prints how long the compress took. Needs playwright (requirements-dev.txt)
+and `apt-get install chromium`.
 """
 
 from __future__ import annotations
@@ -22,11 +24,26 @@ sys.path.insert(0, ROOT)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 CAPTION = "A big grey cartoon rabbit crawls out of his burrow under a tree on a grassy hill and stretches"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+def _wait_text(page, elem_id: str, text: str) -> None:
+    page.wait_for_function(f"(() => {{ const e = document.querySelector('#{elem_id}'); "
+                           f"return e && e.innerText.includes({text!r}); }})()")
+
+
+def _settle(page) -> None:
+    """Let video elements paint a frame and the layout settle before a screenshot."""
+    page.wait_for_timeout(1500)
+    page.evaluate("() => document.querySelectorAll('video').forEach(v => { try { v.currentTime = 0.5; } "
+                  "catch (e) {} })")
+    page.wait_for_timeout(1500)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "screenshots", "compress_small.png"))
+    ap.add_argument("--out-dir", default=os.path.join(ROOT, "docs", "screenshots"))
     ap.add_argument("--port", type=int, default=7871)
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args()
@@ -34,30 +51,52 @@ def main() -> None:
     import app
     from playwright.sync_api import sync_playwright
 
+    os.makedirs(args.out_dir, exist_ok=True)
+    out = {name: os.path.join(args.out_dir, f"{name}.png")
+           for name in ("compress", "decode", "compress_phone", "decode_phone")}
     app.serve(args.port)
     assert app.COSTS.ready.wait(300), "the start-up calibration did not finish"
     url = f"http://127.0.0.1:{args.port}/"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(600_000)
+        page = browser.new_page(viewport=DESKTOP)
+        page.set_default_timeout(900_000)
         page.goto(url)
         page.wait_for_selector("#compress-btn")
         page.locator("#clip-in input[type=file]").set_input_files(os.path.join(ROOT, "examples", "bigbuckbunny_2s.mp4"))
         page.wait_for_selector("#clip-preview video")
         page.locator("#caption textarea").fill(CAPTION)
-        page.wait_for_function("document.querySelector('#estimate').innerText.includes('Estimated')")
+        _wait_text(page, "estimate", "Estimated")
+        _wait_text(page, "clip-check", "will be coded")
         t0 = time.time()
         page.click("#compress-btn")
-        page.wait_for_function("document.querySelector('#status').innerText.includes('Done.')")
+        _wait_text(page, "status", "Done.")
         took = time.time() - t0
         page.wait_for_selector("#recon video")
         page.wait_for_selector("#metrics table")
-        time.sleep(2)  # let the video elements paint their first frame
-        page.screenshot(path=args.out, full_page=True)
-        print(f"{app.BACKBONE.name}: compress with the page's defaults took {took:.1f} s; status: "
-              f"{page.locator('#status').inner_text()[:300]!r}; wrote {args.out}")
+        page.wait_for_function("!document.querySelector('#more-btn').disabled")
+        _settle(page)
+        page.screenshot(path=out["compress"], full_page=True)
+        status = page.locator("#status").inner_text()
+
+        page.set_viewport_size(PHONE)
+        _settle(page)
+        page.screenshot(path=out["compress_phone"], full_page=True)
+
+        page.set_viewport_size(DESKTOP)
+        page.click("#open-decode")
+        _wait_text(page, "code-info", "bytes")
+        page.click("#decode-btn")
+        _wait_text(page, "decode-status", "Decoded")
+        page.wait_for_selector("#decoded video")
+        _settle(page)
+        page.screenshot(path=out["decode"], full_page=True)
+        page.set_viewport_size(PHONE)
+        _settle(page)
+        page.screenshot(path=out["decode_phone"], full_page=True)
         browser.close()
+    print(f"{app.BACKBONE.name}: compress with the page's defaults took {took:.1f} s; status: {status[:300]!r}; "
+          f"wrote {', '.join(out.values())}")
     app.demo.close()
 
 

@@ -185,8 +185,8 @@ def test_magic_and_version_messages():
         read_code(b"XYZ" + data[3:])
     with pytest.raises(CodeFormatError, match="not a lora_codec code"):
         read_code(b"hello")
-    with pytest.raises(CodeFormatError, match=r"version 2.*version 1"):
-        read_code(recrc(b"VOV\x02" + data[4:-4]))
+    with pytest.raises(CodeFormatError, match=r"version 3.*version 1, 2"):
+        read_code(recrc(b"VOV\x03" + data[4:-4]))
     with pytest.raises(CodeFormatError, match="CRC"):
         read_code(data[:-1] + bytes([data[-1] ^ 1]))
 

@@ -91,13 +91,13 @@ def test_other_backbone_and_missing_weights(capsys, encoded, tmp_path):
 
 
 def test_info_prints_a_summary_for_a_person(encoded, tmp_path, capsys):
-    """`info` without --json: rounded numbers with units (kB = 1000 bytes), no raw keys, no None."""
+    """`info` without --json: rounded numbers with units (kB = 1000 bytes, kbit/s), no raw keys, no None."""
     p = tmp_path / "c.vov"
     p.write_bytes(encoded.data)
     assert main(["info", str(p)]) == 0
     out = capsys.readouterr().out
     n = len(encoded.data)
-    assert f"{n:,} bytes ({n / 1000:.2f} kB)" in out and "kB/s" in out and "bits per pixel" in out
+    assert f"{n:,} bytes ({n / 1000:.2f} kB)" in out and "kbit/s" in out and "bits per pixel" in out
     assert "17 frames of 112x64 at 16 fps" in out and "refinement track: none" in out
     assert "None" not in out and "_bytes" not in out and "total_bytes" not in out
     assert main(["info", str(p), "--json"]) == 0  # unchanged: every field, machine-readable

@@ -78,3 +78,66 @@ def test_valid_crc_around_arbitrary_fields(pos, blob):
     else:  # well formed after all: its declared sizes are within the format's limits
         assert code.symbols.size == code.theta_length <= 1 << 24
         assert np.abs(code.symbols.astype(np.float64)).max() * code.step_size <= MAX_ABS_THETA
+
+
+# -- multi-segment codes (format version 2) ------------------------------------------------------------
+
+from lora_codec.fuzzing import sample_segmented_code, segment_table_span, truncated_segment_tables  # noqa: E402
+
+SEGMENTED = [sample_segmented_code(seed=2, shared=True), sample_segmented_code(seed=3, shared=False)]
+
+
+@pytest.mark.parametrize("valid", SEGMENTED, ids=["shared-prior", "prior-per-segment"])
+def test_truncated_segment_table_is_refused(valid):
+    from lora_codec.errors import CodeFormatError
+
+    start, end = segment_table_span(valid)
+    assert end - start >= 4 + 3 * 4  # count, total, starts, steps, coding
+    cases = list(truncated_segment_tables(valid))
+    assert len(cases) == 2 * (end - start)
+    for what, data in cases:
+        with pytest.raises(CodeFormatError):  # a format error with a message, never a crash or a wrong code
+            parse(data)
+    for n in range(len(valid)):  # and every plain truncation of the file
+        with pytest.raises(LoraCodecError):
+            parse(valid[:n])
+
+
+@pytest.mark.parametrize("valid", SEGMENTED, ids=["shared-prior", "prior-per-segment"])
+def test_hostile_segmented_codes(valid):
+    for kind, data in hostile_inputs(valid, 1500, seed=11):
+        t0 = time.perf_counter()
+        try:
+            code = parse(data)
+        except LoraCodecError as exc:
+            assert str(exc), kind
+        else:
+            assert code.n_segments * code.theta_length <= 1 << 24
+        assert time.perf_counter() - t0 < 1.0, kind
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_valid_crc_around_the_segment_table(data):
+    valid = SEGMENTED[0]
+    start, end = segment_table_span(valid)
+    pos = data.draw(st.integers(start - 2, end + 2))
+    blob = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        code = parse(with_crc(valid[:pos] + blob + valid[pos + len(blob):-4]))
+    except LoraCodecError as exc:
+        assert str(exc)
+    else:
+        starts = [s.start for s in code.segment_list]
+        assert starts[0] == 0 and starts[-1] + code.frames == code.output_frames
+
+
+def test_truncated_segment_table_exits_2(tmp_path):
+    from lora_codec.cli import main
+
+    _what, data = next(iter(truncated_segment_tables(SEGMENTED[0])))
+    bad = tmp_path / "cut.vov"
+    bad.write_bytes(data)
+    for argv in (["info", str(bad)], ["decode", str(bad), "-o", str(tmp_path / "x.mp4")]):
+        assert main(argv) == 2
+    assert not (tmp_path / "x.mp4").exists()

@@ -25,6 +25,11 @@ DATA = Path(__file__).resolve().parent / "data" / "inputs"
 FAST = ["--model", "tiny", "--steps", "4", "--sample-steps", "2", "--checkpoint-every", "0"]
 
 
+def one_segment(fps: float) -> list[str]:
+    """Code only tiny's native 17 frames (the clip-length limit), so that the input cases stay one segment."""
+    return ["--max-seconds", f"{17 / fps:.6f}"]
+
+
 def cli(*args, cwd=ROOT, timeout=300):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "lora_codec", *map(str, args)], capture_output=True, text=True,
@@ -38,12 +43,12 @@ def cli(*args, cwd=ROOT, timeout=300):
 ])
 def test_encode_decode_cases(name, fps, note, tmp_path):
     code, out = tmp_path / "c.vov", tmp_path / "out.mp4"
-    r = cli("encode", DATA / name, "-o", code, *FAST, "--json")
+    r = cli("encode", DATA / name, "-o", code, *FAST, *one_segment(fps), "--json")
     assert r.returncode == 0, r.stderr
     enc = json.loads(r.stdout)
     assert (enc["frames"], enc["height"], enc["width"]) == (17, 64, 112)
     assert enc["fps"] == fps and (enc["src_width"], enc["src_height"]) == (320, 180)
-    r = cli("encode", DATA / name, "-o", tmp_path / "c2.vov", *FAST)
+    r = cli("encode", DATA / name, "-o", tmp_path / "c2.vov", *FAST, *one_segment(fps))
     assert note in r.stderr  # the note the user sees
     r = cli("decode", code, "-o", out, "--json")
     assert r.returncode == 0, r.stderr
@@ -73,7 +78,7 @@ def test_colons_in_every_path(tmp_path):
     """'take:2.mp4' was read by ffmpeg as protocol 'take'; '-o out:1.mp4' failed only after sampling."""
     shutil.copy(DATA / "base.mp4", tmp_path / "take:2.mp4")
     for src in ("take:2.mp4", "./take:2.mp4"):
-        r = cli("encode", src, "-o", "c:1.vov", *FAST, "--text", "t:1.txt", cwd=tmp_path)
+        r = cli("encode", src, "-o", "c:1.vov", *FAST, *one_segment(25), "--text", "t:1.txt", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
     assert (tmp_path / "c:1.vov").is_file() and (tmp_path / "t:1.txt").is_file()
     r = cli("info", "c:1.vov", cwd=tmp_path)
@@ -109,7 +114,7 @@ def test_batch_takes_every_file_encode_reads(tmp_path):
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(DATA / "raw_8fps.h264", one / "raw:8fps.h264")
-    r = cli("batch", one, "-o", tmp_path / "out:b", *FAST[:6], "--no-metrics", "-q")
+    r = cli("batch", one, "-o", tmp_path / "out:b", *FAST[:6], *one_segment(8), "--no-metrics", "-q")
     assert r.returncode == 0, r.stderr
     assert len(list((tmp_path / "out:b" / "codes").glob("*.vov"))) == 1
 

@@ -149,15 +149,16 @@ def test_app_fit_retries_a_refused_call_shorter(monkeypatch, tmp_path):
     the length that worked, and the code is written. Then the quota runs out: the visitor reads that
     the GPU allowance is used up."""
     import app
+    from lora_codec.app import gpu as G
 
     fake = FakeZeroGPU(allowance_s=50)
     monkeypatch.setattr(S, "ON_ZEROGPU", True)
     limits = dataclasses.replace(S.LIMITS, max_gpu_call_s=120, min_gpu_call_s=30)
     monkeypatch.setattr(S, "LIMITS", limits)
     monkeypatch.setattr(app, "LIMITS", limits)
-    raw_fit, raw_finish = app.gpu_fit, app.gpu_finish
-    monkeypatch.setattr(app, "gpu_fit", fake.GPU(app._fit_duration)(raw_fit))
-    monkeypatch.setattr(app, "gpu_finish", fake.GPU(app._finish_duration)(raw_finish))
+    raw_fit, raw_finish = G.gpu_fit, G.gpu_finish
+    monkeypatch.setattr(G, "gpu_fit", fake.GPU(G.fit_duration)(raw_fit))
+    monkeypatch.setattr(G, "gpu_finish", fake.GPU(G.finish_duration)(raw_finish))
     monkeypatch.setattr(S, "APP_TMP", tmp_path)
     assert app.COSTS.ready.wait(180)
 

@@ -1,0 +1,111 @@
+"""Still pictures (issue 14): PNG / JPEG / WebP inputs become one-frame codes that decode to a picture, read as a
+viewer shows them (EXIF orientation, transparency), and `compare` measures them against still-image codecs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lora_codec import stills
+from lora_codec.codec import EncodeSettings, decode
+from lora_codec.errors import LoraCodecError
+
+from .conftest import synthetic_frames
+from .test_cli import run_cli
+
+
+@pytest.fixture(scope="module")
+def picture() -> np.ndarray:
+    return synthetic_frames(frames=1, height=90, width=160, seed=7)[0]
+
+
+@pytest.mark.parametrize("fmt, ext", [("PNG", ".png"), ("JPEG", ".jpg"), ("WEBP", ".webp")])
+def test_picture_round_trips_as_a_picture(picture, tmp_path, fmt, ext):
+    src = tmp_path / f"photo{ext}"
+    Image.fromarray(picture).save(src, format=fmt, **({} if fmt == "PNG" else {"quality": 95}))
+    code, out = tmp_path / "photo.vov", tmp_path / "back.png"
+    r = run_cli("encode", src, "-o", code, "--model", "tiny", "--steps", "3", "--sample-steps", "2", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    enc = json.loads(r.stdout)
+    assert enc["frames"] == 1 and enc["segments"] == 1 and (enc["width"], enc["height"]) == (112, 64)
+    assert (enc["src_width"], enc["src_height"]) == (160, 90)
+    assert any("still picture" in n for n in enc["notes"])
+    r = run_cli("decode", code, "-o", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (112, 64) and img.mode == "RGB"
+
+
+def test_reader_shows_the_picture_as_a_viewer_does(picture, tmp_path):
+    # EXIF orientation 6 (rotate 90 degrees clockwise to view): a landscape file shown as portrait
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(picture).save(path, quality=95, exif=exif)
+    clip = stills.read_image(path)
+    assert clip.frames.shape == (1, 160, 90, 3) and clip.src_frames == 1
+    assert any("EXIF orientation" in n for n in clip.notes)
+    # transparency is composited on white
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :15, 3] = 255  # left half opaque red, right half fully transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    clip = stills.read_image(tmp_path / "alpha.png")
+    assert tuple(clip.frames[0, 5, 5]) == (200, 0, 0) and tuple(clip.frames[0, 5, 25]) == (255, 255, 255)
+    assert any("on white" in n for n in clip.notes)
+    # 16-bit greyscale is scaled, not clipped
+    Image.fromarray((np.arange(64 * 16).reshape(16, 64) * 64).astype(np.uint16)).save(tmp_path / "g16.png")
+    clip = stills.read_image(tmp_path / "g16.png")
+    assert clip.frames.max() > 200 and clip.frames.min() == 0
+    # what is and what is not a still
+    assert stills.is_still_image(path) and not stills.is_still_image(tmp_path / "missing.png")
+    frames = [Image.fromarray(picture), Image.fromarray(255 - picture)]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], duration=100)
+    assert not stills.is_still_image(tmp_path / "anim.webp")  # an animation is not a still
+    with pytest.raises(LoraCodecError, match="start"):
+        stills.read_input(path, start_seconds=1.0)
+
+
+def test_still_baselines_at_equal_bytes(picture, tmp_path, tiny):
+    from lora_codec.evaluation import compare, format_table
+    from lora_codec.segments import encode
+
+    avail = stills.available_still_codecs()
+    assert avail["jpeg"] and avail["webp"]  # and AVIF where Pillow's build has it
+    for codec in [c for c, ok in avail.items() if ok]:
+        r = stills.encode_still_at_budget(picture, codec, 2000)
+        assert r.fits and r.bytes <= 2000 and r.frames.shape == (1, 90, 160, 3)
+    src = tmp_path / "p.png"
+    Image.fromarray(picture).save(src)
+    res = encode(src, EncodeSettings(model="tiny", fit_steps=3, sample_steps=2), backbone=tiny)
+    out = compare(src, [res.data], curve=None, backbone=tiny, perceptual=False)
+    assert out["still"] is True
+    base = [r for r in out["rows"] if r["kind"] == "baseline"]
+    assert {r["codec"] for r in base} == {c for c, ok in avail.items() if ok}
+    assert all(r["bytes"] <= len(res.data) or not r["fits"] for r in base)
+    assert all(r["psnr_rgb"] is not None and r["ms_ssim"] is not None for r in out["rows"])
+    assert "picture files" in format_table(out)
+    with pytest.raises(LoraCodecError, match="one picture"):
+        compare(tmp_path / "v.mkv" if _video(tmp_path / "v.mkv") else None, [_video_code(tmp_path, tiny)],
+                codecs="jpeg", curve=None, backbone=tiny, perceptual=False)
+    dec = decode(res.data, backbone=tiny)
+    assert dec.frames.shape == (1, 64, 112, 3)
+
+
+def _video(path) -> bool:
+    from fractions import Fraction
+
+    from lora_codec.video import write_video
+
+    write_video(path, synthetic_frames(frames=5, height=40, width=56), Fraction(16))
+    return True
+
+
+def _video_code(tmp_path, tiny) -> bytes:
+    from lora_codec.segments import encode
+
+    return encode(tmp_path / "v.mkv", EncodeSettings(model="tiny", fit_steps=2, sample_steps=1, size=(48, 32)),
+                  backbone=tiny).data
