@@ -109,6 +109,12 @@ def recipe_table() -> dict:
     # combinations (named by what they add to v0)
     table["v0-grid-cosine"] = _variant(timesteps="grid", lr_schedule="cosine", warmup_frac=0.05, min_lr_frac=0.1)
     table["v0-shifted-cosine"] = _variant(timesteps="shifted", lr_schedule="cosine", warmup_frac=0.05, min_lr_frac=0.1)
+    # adapter shape at equal bytes (run with --target-kb: rate control makes every code the same size):
+    # theta's length (the number of stored values) and the rank of the factors the hashing fills
+    for n in (2048, 8192):
+        table[f"default-theta{n}"] = (lambda n: lambda d: dataclasses.replace(d, theta_length=n))(n)
+    for r in (2, 4):
+        table[f"default-rank{r}"] = (lambda r: lambda d: dataclasses.replace(d, rank=r))(r)
     # the paper's recipe at other constant learning rates (to choose small's paper_lr1 fairly)
     for lr in (2e-3, 6e-3, 2e-2):
         table[f"paper-lr{lr:g}"] = (lambda lr: lambda d: dataclasses.replace(

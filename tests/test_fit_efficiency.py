@@ -62,9 +62,11 @@ def test_cli_encode_json_and_text_report_the_decoded_psnr(clip_path, tmp_path, c
     with EncodeSession.start(clip_path, EncodeSettings(model="tiny"), backbone=load_backbone("tiny")) as session:
         coded = session.frames
     assert rep["decoded_psnr"] == pytest.approx(psnr(coded, receiver.frames), abs=1e-4)
-    assert main(args + ["-q"]) == 0
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "decoded quality:" in text and "dB PSNR" in text
+    assert main(args + ["-q"]) == 0  # quiet: the file name only
+    assert "decoded quality:" not in capsys.readouterr().out
     assert main(args + ["--json", "--no-measure"]) == 0
     assert "decoded_psnr" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
