@@ -15,8 +15,8 @@ quantisation step and a rate term, and an exactly resumable state are specific t
 * Timesteps: 'uniform' t ~ U(0, 1) (the paper); 'logit-normal' t = sigmoid(N(m, s^2)) (Esser et al. 2024);
   'shifted' uniform warped by the flow shift (the decoder's schedule, as a density); 'grid' the very
   sigmas the decoder's sampler evaluates the model at (`sampling.sigma_schedule(grid_steps, shift)`).
-* Learning rate: constant (the paper) or 'cosine' (linear warm-up over `warmup_steps`, then a cosine
-  decay to `min_lr_frac` of the base rate at the last step, over both stages).
+* Learning rate: constant (the paper) or 'cosine' (transformers' linear warm-up over `warmup_steps`, then
+  a cosine decay to `min_lr_frac` of the base rate at the end, over both stages).
 
 These are settings of one loop (`FitConfig`); the named presets that combine them are in `recipes.py`.
 
@@ -284,27 +284,31 @@ class Fitter:
                 {"params": [self.raw_step, *self.prior.parameters()], "lr": self.cfg.lr2 * 5, "weight_decay": 0.0},
             ]
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
-        self._base_lrs = [g["lr"] for g in groups]
+        self.scheduler = self._make_scheduler(self.optimizer)
         self._opt_stage = stage
 
-    def lr_factor(self, step: int | None = None) -> float:
-        """The schedule's multiplier of the base learning rates at `step` (default: the next step)."""
-        cfg = self.cfg
-        k = self.step if step is None else int(step)
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        if k < cfg.warmup_steps:
-            return (k + 1) / cfg.warmup_steps
-        span = max(1, cfg.total_steps - cfg.warmup_steps - 1)
-        frac = min(1.0, (k - cfg.warmup_steps) / span)
-        return cfg.min_lr_frac + (1.0 - cfg.min_lr_frac) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    def _make_scheduler(self, optimizer):
+        """The 'cosine' schedule: transformers' linear warm-up then cosine decay to `min_lr_frac` of the
+        base rates, over the whole fit. Each stage has its own optimiser, so its scheduler starts at the
+        global step (`last_epoch`), which also makes a resumed fit take the same rates. None: constant."""
+        if self.cfg.lr_schedule == "constant":
+            return None
+        from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+        for g in optimizer.param_groups:
+            g["initial_lr"] = g["lr"]  # the base rates (LambdaLR's name), needed to start at last_epoch >= 0
+        return get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, num_warmup_steps=self.cfg.warmup_steps, num_training_steps=self.cfg.total_steps,
+            min_lr_rate=self.cfg.min_lr_frac, last_epoch=self.step - 1)
 
     # -- one step -------------------------------------------------------------------------------
     def _timesteps(self, b: int) -> torch.Tensor:
         cfg = self.cfg
-        if cfg.timesteps == "logit-normal":
-            z = torch.randn(b, generator=self.gen, dtype=torch.float32)
-            return torch.sigmoid(cfg.logit_mean + cfg.logit_std * z)
+        if cfg.timesteps == "logit-normal":  # diffusers' SD3 training density
+            from diffusers.training_utils import compute_density_for_timestep_sampling
+
+            return compute_density_for_timestep_sampling("logit_normal", b, logit_mean=cfg.logit_mean,
+                                                         logit_std=cfg.logit_std, generator=self.gen)
         if cfg.timesteps == "grid":
             return self._grid[torch.randint(len(self._grid), (b,), generator=self.gen)]
         t = torch.rand(b, generator=self.gen, dtype=torch.float32)
@@ -362,10 +366,9 @@ class Fitter:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             self.grad_sync(params)
-        factor = self.lr_factor()
-        for group, base in zip(self.optimizer.param_groups, self._base_lrs):
-            group["lr"] = base * factor
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.step += 1
         self.elapsed += time.perf_counter() - t0
         self.last = self._progress(float(loss.detach()), float(mse.detach()))
