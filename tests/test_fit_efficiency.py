@@ -205,3 +205,19 @@ def test_default_recipe_beats_the_paper_recipe_at_equal_samples():
         small.defaults = saved
         torch.set_num_threads(threads)
     assert default_db > paper_db + MARGIN_OVER_PAPER_DB, (default_db, paper_db)
+
+
+def test_the_space_budget_rests_on_the_recorded_measurement():
+    """`app_support.PAPER_QUALITY_SAMPLES_SMALL` (the Space's fit budget is derived from it) is the worst
+    cell of the recorded benchmark (benchmarks/results/fit_efficiency.json), not a number typed in."""
+    import importlib.util
+
+    from lora_codec.app_support import PAPER_QUALITY_SAMPLES_SMALL, SPACE_FIT_MARGIN, SPACE_FIT_SAMPLES
+
+    spec = importlib.util.spec_from_file_location("bench_fit_efficiency", ROOT / "benchmarks" / "bench_fit_efficiency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    doc = json.loads((ROOT / "benchmarks" / "results" / "fit_efficiency.json").read_text())
+    worst = bench.summarise(doc)["recipes"]["default"]["samples_to_paper_final_worst_cell"]
+    assert int(str(worst).lstrip("<=")) == PAPER_QUALITY_SAMPLES_SMALL
+    assert SPACE_FIT_SAMPLES >= SPACE_FIT_MARGIN * PAPER_QUALITY_SAMPLES_SMALL
