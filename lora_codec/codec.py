@@ -12,6 +12,7 @@ Each step lives in its own module; this file only sequences them, pipeline-style
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,6 +34,8 @@ from .fit import FitConfig, Fitter, FitProgress
 from .sampling import Velocity, initial_noise, sample_ode, sigma_schedule
 
 NOISE_MODES = {"random": 0, "seed": 1}
+# The code's noise-mode flag says whether the fit used the decoder's own noise; a 'mix' fit did, in part.
+FIT_NOISE_FLAG = {"random": 0, "seed": 1, "mix": 1}
 
 
 # Measured on the small backbone (docs/RESULTS.md, section small): the refinement track's stochastic steps
@@ -63,7 +66,9 @@ class EncodeSettings:
     sample_steps: int | None = None
     shift: float | None = None
     guidance: float | None = None
-    noise_mode: str | None = None  # 'random' | 'seed'; None = the backbone's default
+    noise_mode: str | None = None  # 'random' | 'seed' | 'mix'; None = the recipe's
+    recipe: str | None = None  # fit recipe (recipes.py): 'default' (None) or 'paper'; the options above override it
+    measure: bool = True  # decode the written code as a receiver would and report its PSNR (report['decoded_psnr'])
     rank: int | None = None
     theta_length: int | None = None
     proj_seed: int = 0
@@ -90,6 +95,7 @@ class EncodeResult:
     latents: torch.Tensor  # its normalised latents (CPU)
     notes: list[str]
     refined_latents: torch.Tensor | None = None  # the refinement track's final latents (CPU), if recorded
+    decoded: "DecodeResult | None" = None  # the code decoded as a receiver would (when measured)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +148,10 @@ class DecodeResult:
 
 
 def fit_config_for(backbone: Backbone, s: EncodeSettings) -> FitConfig:
-    d = backbone.defaults
+    """The fit's settings: the backbone's defaults, under the chosen recipe, under explicit settings."""
+    from .recipes import apply_recipe
+
+    d = apply_recipe(backbone.defaults, s.recipe)
     stage1, stage2 = d.stage1_steps, d.stage2_steps
     if s.fit_steps is not None:
         if s.fit_steps < 1:
@@ -163,7 +172,16 @@ def fit_config_for(backbone: Backbone, s: EncodeSettings) -> FitConfig:
         batch=s.batch if s.batch is not None else d.batch,
         rate_lambda=s.rate_lambda if s.rate_lambda is not None else d.rate_lambda,
         ramp_steps=ramp,
+        init_raw_step=d.init_raw_step,
         noise_mode=s.noise_mode or d.noise_mode,
+        seed_fraction=d.seed_fraction,
+        timesteps=d.timesteps,
+        shift=s.shift if s.shift is not None else d.shift,
+        grid_steps=s.sample_steps or d.sample_steps,
+        lr_schedule=d.lr_schedule,
+        warmup_steps=int(round(d.warmup_frac * (stage1 + stage2))),
+        min_lr_frac=d.min_lr_frac,
+        init_scale=d.init_scale,
         seed=s.seed,
     )
 
@@ -256,7 +274,7 @@ class EncodeSession:
             notes.append(f"coded {geom.frames} of {clip.frames.shape[0]} frames (4k+1, at most {backbone.native.frames})")
         notes.append(f"coded geometry {geom.width}x{geom.height}, {geom.frames} frames at {float(clip.fps):.3g} fps "
                      f"(source {clip.src_width}x{clip.src_height})")
-        if settings.refine_n is not None and (settings.noise_mode or backbone.defaults.noise_mode) == "seed":
+        if settings.refine_n is not None and fit_config_for(backbone, settings).noise_mode != "random":
             notes.append(REFINE_SEED_NOTE)
         return cls(backbone, settings, frames, clip.fps, (clip.src_width, clip.src_height, clip.src_frames), notes,
                    caption_cache=caption_cache)
@@ -312,7 +330,7 @@ class EncodeSession:
             src_height=self.src[1],
             src_frames=self.src[2],
             noise_seed=self.settings.seed,
-            noise_mode=NOISE_MODES[self.fit_config.noise_mode],
+            noise_mode=FIT_NOISE_FLAG[self.fit_config.noise_mode],
             steps=self.sample_steps,
             shift=self.shift,
             guidance=self.guidance,
@@ -376,9 +394,13 @@ class EncodeSession:
         self._set_step(step)
         return step
 
-    def finish(self, *, callback=None, progress: Callable[[int, int], None] | None = None) -> EncodeResult:
+    def finish(self, *, callback=None, progress: Callable[[int, int], None] | None = None,
+               measure: bool | None = None, decode_progress: Callable[[int, int], None] | None = None) -> EncodeResult:
         """Quantise (with rate control if a target is set), record the refinement track if asked
-        (`progress(i, n)` per sampling step), write the code, report every byte."""
+        (`progress(i, n)` per sampling step), write the code, report every byte; then (`measure`,
+        default `settings.measure`) decode the written code exactly as a receiver would
+        (`decode_progress(i, n)` per step) and report its PSNR against the coded frames
+        (report['decoded_psnr'], dB; the decode is in `EncodeResult.decoded`)."""
         s = self.settings
         plan = self.refine_plan
         step = self.fitter.current_step_size()
@@ -403,14 +425,26 @@ class EncodeSession:
             notes=list(self.notes),
             **extra,
         )
+        decoded = None
+        if self.settings.measure if measure is None else measure:
+            quality, decoded = self.measure(data, progress=decode_progress)
+            report.update(quality)
         return EncodeResult(data=data, code=code, report=report, geometry=self.geometry, frames=self.frames,
-                            latents=self.latents, notes=list(self.notes), refined_latents=refined)
+                            latents=self.latents, notes=list(self.notes), refined_latents=refined, decoded=decoded)
 
     def record_track(self, code: Code, plan: RefinePlan, *, progress=None) -> tuple[Code, "refine.RecordResult"]:
         """Record a refinement track for `code` against this clip with the decoder's exact adapter.
 
         The fitting adapter is taken off the transformer for that (the decoder's adapter is built from
         the code alone), then put back with the fit's whole state, so the fit can go on afterwards."""
+        with self._fit_adapter_off():
+            return compute_track(self.backbone, code, self.latents, n=plan.n, steps=plan.steps, select=plan.select,
+                                 indexed=plan.indexed, gumbel_seed=self.settings.seed, progress=progress)
+
+    @contextlib.contextmanager
+    def _fit_adapter_off(self):
+        """Take the fitting adapter off the transformer (so that the decoder's exact adapter, built from
+        a code alone, can go on it), then put it back with the fit's whole state, so the fit can go on."""
         bb = self.backbone
         tensors, meta = self.fitter.state_tensors()
         meta = json.loads(json.dumps(meta))  # as a saved state holds it (load_state compares JSON values)
@@ -418,14 +452,29 @@ class EncodeSession:
             bb.transformer.disable_gradient_checkpointing()
         bb.pipe.transformer = self.adapter.detach()
         try:
-            return compute_track(bb, code, self.latents, n=plan.n, steps=plan.steps, select=plan.select,
-                                 indexed=plan.indexed, gumbel_seed=self.settings.seed, progress=progress)
+            yield
         finally:
             self.adapter = Adapter(bb.transformer, self.adapter_config, init_seed=self.settings.seed)
             self.fitter.adapter = self.adapter
             self.fitter.load_state(tensors, meta)
             if bb.gradient_checkpointing:
                 bb.transformer.enable_gradient_checkpointing()
+
+    def decode_code(self, data: bytes, *, progress: Callable[[int, int], None] | None = None) -> "DecodeResult":
+        """Decode `data` exactly as a receiver would (`decode`: the code's own adapter, noise and schedule,
+        its refinement track replayed), in the middle of the fit if need be (the fit goes on after)."""
+        with self._fit_adapter_off():
+            return decode(data, backbone=self.backbone, progress=progress)
+
+    def measure(self, data: bytes | None = None, *, progress=None) -> tuple[dict, "DecodeResult"]:
+        """The decoded quality of a code for this clip (default: the code the fit's current state gives):
+        ({'decoded_psnr': dB RGB PSNR against the coded frames, 'measure_seconds': s}, the decode)."""
+        from .metrics import psnr
+
+        t0 = time.perf_counter()
+        dec = self.decode_code(self.code_bytes() if data is None else data, progress=progress)
+        return {"decoded_psnr": round(float(psnr(self.frames, dec.frames)), 4),
+                "measure_seconds": round(time.perf_counter() - t0, 3)}, dec
 
     def close(self) -> None:
         if not self._closed:

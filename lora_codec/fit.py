@@ -10,7 +10,15 @@ quantisation step and a rate term, and an exactly resumable state are specific t
   proxy `-log2 p(theta/s + u)` under a small learned prior (a 3-component logistic mixture), weighted by
   `lambda * ramp` with `ramp` rising linearly over `ramp_steps`.
 * Noise mode 'random' draws eps per sample (the paper); 'seed' uses the decoder's own initial noise
-  (METHOD.md section 8), which the decoder always starts from.
+  (METHOD.md section 8), which the decoder always starts from; 'mix' uses the seed noise for a share
+  `seed_fraction` of the samples and fresh noise for the rest.
+* Timesteps: 'uniform' t ~ U(0, 1) (the paper); 'logit-normal' t = sigmoid(N(m, s^2)) (Esser et al. 2024);
+  'shifted' uniform warped by the flow shift (the decoder's schedule, as a density); 'grid' the very
+  sigmas the decoder's sampler evaluates the model at (`sampling.sigma_schedule(grid_steps, shift)`).
+* Learning rate: constant (the paper) or 'cosine' (transformers' linear warm-up over `warmup_steps`, then
+  a cosine decay to `min_lr_frac` of the base rate at the end, over both stages).
+
+These are settings of one loop (`FitConfig`); the named presets that combine them are in `recipes.py`.
 
 The fit is anytime: `run()` can stop after any number of steps or seconds; `save()` writes the whole
 state (theta, step size, prior, optimiser, step counter, RNG) to a safetensors file (no pickle) and
@@ -30,10 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .adapter import Adapter, quantise, step_from_raw
+from .adapter import INIT_BOUND, Adapter, quantise, step_from_raw
 from .errors import LoraCodecError
 
 STATE_VERSION = 1
+NOISE_MODES = ("random", "seed", "mix")
+TIMESTEP_MODES = ("uniform", "logit-normal", "shifted", "grid")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass
@@ -50,7 +61,14 @@ class FitConfig:
         init_raw_step: None (default): stage 2 starts from a step derived from theta's spread at the
             stage switch (`initial_step`); a number: a fixed initial raw step, s = softplus(raw)
             (-2 -> 0.127, the reference code's constant).
-        noise_mode: 'random' (paper) or 'seed' (fit the decoder's own starting noise).
+        noise_mode: 'random' (paper), 'seed' (fit the decoder's own starting noise) or 'mix'.
+        seed_fraction: with 'mix', the probability that a sample uses the decoder's noise.
+        timesteps: 'uniform' (paper), 'logit-normal', 'shifted' or 'grid' (see the module docstring).
+        logit_mean / logit_std: the logit-normal's parameters (Esser et al. 2024 use 0 and 1).
+        shift / grid_steps: the decoder's flow shift and sampling steps ('shifted', 'grid').
+        lr_schedule: 'constant' (paper) or 'cosine' (warm-up, then cosine decay over the whole fit).
+        warmup_steps / min_lr_frac: the 'cosine' schedule's warm-up length and final fraction of the rate.
+        init_scale: theta starts uniform in +-init_scale (None: peft's +-0.02, METHOD.md section 1).
         seed: seeds theta's initialisation and the fit's RNG (timesteps and noise).
     """
 
@@ -64,11 +82,31 @@ class FitConfig:
     ramp_steps: int = 500
     init_raw_step: float | None = None
     noise_mode: str = "random"
+    seed_fraction: float = 0.5
+    timesteps: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 3.0
+    grid_steps: int = 20
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_frac: float = 0.1
+    init_scale: float | None = None
     seed: int = 0
 
     def __post_init__(self):
-        if self.noise_mode not in ("random", "seed"):
-            raise LoraCodecError(f"noise mode must be 'random' or 'seed', got '{self.noise_mode}'")
+        if self.noise_mode not in NOISE_MODES:
+            raise LoraCodecError(f"noise mode must be one of {', '.join(NOISE_MODES)}, got '{self.noise_mode}'")
+        if self.timesteps not in TIMESTEP_MODES:
+            raise LoraCodecError(f"timestep sampling must be one of {', '.join(TIMESTEP_MODES)}, got '{self.timesteps}'")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise LoraCodecError(f"learning-rate schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
+        if not 0.0 <= self.seed_fraction <= 1.0:
+            raise LoraCodecError("the seed-noise fraction must be in [0, 1]")
+        if self.grid_steps < 1 or self.warmup_steps < 0 or not 0.0 <= self.min_lr_frac <= 1.0 or self.logit_std <= 0:
+            raise LoraCodecError("grid steps must be >= 1, warm-up >= 0, the final lr fraction in [0, 1], logit std > 0")
+        if self.init_scale is not None and not self.init_scale > 0:
+            raise LoraCodecError("theta's initial scale must be > 0 (an all-zero theta gives zero gradients)")
         if self.stage1_steps < 0 or self.stage2_steps < 0 or self.batch < 1:
             raise LoraCodecError("fit steps must be >= 0 and batch >= 1")
         if self.rate_lambda < 0:
@@ -184,8 +222,17 @@ class Fitter:
         self.x0 = latents.to(self.device, torch.float32)
         self.text_emb = text_emb
         self.seed_noise = None if seed_noise is None else seed_noise.to(self.device, torch.float32)
-        if config.noise_mode == "seed" and seed_noise is None:
-            raise LoraCodecError("noise mode 'seed' needs the decoder's initial noise")
+        if config.noise_mode != "random" and seed_noise is None:
+            raise LoraCodecError(f"noise mode '{config.noise_mode}' needs the decoder's initial noise")
+        if config.init_scale is not None:  # a fresh start (a resumed state overwrites theta)
+            with torch.no_grad():
+                adapter.theta.mul_(float(config.init_scale) / INIT_BOUND)
+        self._grid = None
+        if config.timesteps == "grid":
+            from .sampling import sigma_schedule
+
+            # the sigmas the decoder evaluates the model at (the last one, 0, is never evaluated)
+            self._grid = torch.tensor(sigma_schedule(config.grid_steps, config.shift)[:-1], dtype=torch.float32)
         # What a saved state is tied to. Callers that rebuild the latents in every call (the web app's
         # GPU slices) pass a digest of the source frames and caption instead: a GPU VAE need not be
         # bit-identical from call to call, the frames are.
@@ -237,16 +284,49 @@ class Fitter:
                 {"params": [self.raw_step, *self.prior.parameters()], "lr": self.cfg.lr2 * 5, "weight_decay": 0.0},
             ]
         self.optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
+        self.scheduler = self._make_scheduler(self.optimizer)
         self._opt_stage = stage
 
+    def _make_scheduler(self, optimizer):
+        """The 'cosine' schedule: transformers' linear warm-up then cosine decay to `min_lr_frac` of the
+        base rates, over the whole fit. Each stage has its own optimiser, so its scheduler starts at the
+        global step (`last_epoch`), which also makes a resumed fit take the same rates. None: constant."""
+        if self.cfg.lr_schedule == "constant":
+            return None
+        from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+        for g in optimizer.param_groups:
+            g["initial_lr"] = g["lr"]  # the base rates (LambdaLR's name), needed to start at last_epoch >= 0
+        return get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, num_warmup_steps=self.cfg.warmup_steps, num_training_steps=self.cfg.total_steps,
+            min_lr_rate=self.cfg.min_lr_frac, last_epoch=self.step - 1)
+
     # -- one step -------------------------------------------------------------------------------
+    def _timesteps(self, b: int) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.timesteps == "logit-normal":  # diffusers' SD3 training density
+            from diffusers.training_utils import compute_density_for_timestep_sampling
+
+            return compute_density_for_timestep_sampling("logit_normal", b, logit_mean=cfg.logit_mean,
+                                                         logit_std=cfg.logit_std, generator=self.gen)
+        if cfg.timesteps == "grid":
+            return self._grid[torch.randint(len(self._grid), (b,), generator=self.gen)]
+        t = torch.rand(b, generator=self.gen, dtype=torch.float32)
+        if cfg.timesteps == "shifted":  # the flow shift's warp of a uniform variable (as the scheduler's sigmas)
+            t = cfg.shift * t / (1.0 + (cfg.shift - 1.0) * t)
+        return t
+
     def _draw(self):
         b = self.cfg.batch
-        t = torch.rand(b, generator=self.gen, dtype=torch.float32)
+        t = self._timesteps(b)
         if self.cfg.noise_mode == "random":
             eps = torch.randn((b, *self.x0.shape), generator=self.gen, dtype=torch.float32).to(self.device)
-        else:
+        elif self.cfg.noise_mode == "seed":
             eps = self.seed_noise.unsqueeze(0).expand(b, *self.x0.shape)
+        else:
+            fresh = torch.randn((b, *self.x0.shape), generator=self.gen, dtype=torch.float32).to(self.device)
+            use_seed = (torch.rand(b, generator=self.gen) < self.cfg.seed_fraction).to(self.device)
+            eps = torch.where(use_seed.view(-1, *([1] * self.x0.dim())), self.seed_noise.unsqueeze(0), fresh)
         u = None
         if self.stage == 2:
             u = torch.rand(self.cfg_theta_length, generator=self.gen, dtype=torch.float32) - 0.5
@@ -287,6 +367,8 @@ class Fitter:
                     p.grad = torch.zeros_like(p)
             self.grad_sync(params)
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         self.step += 1
         self.elapsed += time.perf_counter() - t0
         self.last = self._progress(float(loss.detach()), float(mse.detach()))

@@ -161,6 +161,7 @@ class LongEncodeResult:
     segment_reports: list[dict]
     latents: torch.Tensor | None = None
     refined_latents: torch.Tensor | None = None
+    decoded: object = None  # codec.DecodeResult of the whole file, when the encoder measured it
 
 
 @dataclasses.dataclass
@@ -392,9 +393,11 @@ class LongEncode:
     def _finish_segment(self, i: int, callback=None) -> None:
         session = self.session
         try:
+            # measure=False: a segment's own code is not what the receiver decodes; the whole file is
+            # measured once in finish()
             res = session.finish(callback=None if callback is None else
                                  (lambda p: callback(SegmentProgress(i, self.segments, p, self.steps_done,
-                                                                     self.total_steps))))
+                                                                     self.total_steps))), measure=False)
         except LoraCodecError as exc:
             if self.settings.target_kb is not None and "target-kb" in str(exc):
                 raise SegmentError(f"--target-kb {self.settings.target_kb:g} for {self.segments} segments leaves "
@@ -530,7 +533,8 @@ class LongEncode:
             session.fitter.load_state(cur, fit_meta)
 
     # -- finish ----------------------------------------------------------------------------------------
-    def finish(self, *, callback=None, progress: Callable[[int, int], None] | None = None, partial: bool = False):
+    def finish(self, *, callback=None, progress: Callable[[int, int], None] | None = None, partial: bool = False,
+               decode_progress: Callable[[int, int], None] | None = None):
         """The code: for one segment `codec.EncodeSession.finish`'s result (from the fit as it is); else
         a `LongEncodeResult` - every segment must be done (`fit()` returned True), unless `partial`: then
         (an early stop) the code holds the segments fitted so far, the running one finished from its fit
@@ -538,7 +542,7 @@ class LongEncode:
         from .codec import describe
 
         if self.single:
-            return self.session.finish(callback=callback, progress=progress)
+            return self.session.finish(callback=callback, progress=progress, decode_progress=decode_progress)
         missing = [i + 1 for i in range(self.segments) if i not in self._done]
         if missing and not partial:
             raise SegmentError(f"segments {missing} are not fitted yet; run fit() to the end first")
@@ -574,8 +578,23 @@ class LongEncode:
             notes=notes, segment_reports=reports,
             segment_target_kb=self._target_kb,
         )
+        decoded = None
+        if self.settings.measure:
+            quality, decoded = self._measure(data, self.frames[:total], progress=decode_progress)
+            report.update(quality)
         return LongEncodeResult(data=data, code=code, report=report, geometry=self.geometry, frames=self.frames[:total],
-                                notes=notes, segment_reports=reports)
+                                notes=notes, segment_reports=reports, decoded=decoded)
+
+    def _measure(self, data: bytes, frames: np.ndarray, progress=None):
+        """The whole file decoded exactly as a receiver decodes it (every segment, blended seams) and its
+        RGB PSNR against the coded frames: ({'decoded_psnr': dB, 'measure_seconds': s}, the decode)."""
+        from .codec import decode
+        from .metrics import psnr
+
+        t0 = time.perf_counter()
+        dec = decode(data, backbone=self.backbone, progress=progress)
+        return {"decoded_psnr": round(float(psnr(frames, dec.frames)), 4),
+                "measure_seconds": round(time.perf_counter() - t0, 3)}, dec
 
     def close(self) -> None:
         if self.single:

@@ -18,6 +18,11 @@ log = logging.getLogger("lora_codec.app")
 for _noisy in ("diffusers", "transformers", "peft"):
     logging.getLogger(_noisy).setLevel(logging.ERROR)
 
+# `spaces` (and the gradio it imports) before the model runs anything: ZeroGPU asks for it before torch
+# touches CUDA, and importing gradio after torch has run an op aborts the interpreter at exit
+# ("terminate called without an active exception", exit status 134), seen with torch 2.13 CPU.
+S.import_spaces()
+
 MODEL = os.environ.get("LORA_CODEC_MODEL", "auto")
 LOAD_ERROR: str | None = None
 try:

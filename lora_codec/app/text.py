@@ -192,10 +192,13 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
                          f"start time is {need} segments, ~{S.fmt_seconds(p.total_s)} of {where} each - set "
                          "*Segments* to code more of it")
     if R.WAN:
+        from ..recipes import paper
+
         D, B = R.D, R.BACKBONE
+        P = paper(D)  # the published recipe (the default needs a tenth of its fit samples: docs/FIT.md)
         full = S.plan_encode(c, B, B.coded_geometry(B.native.frames, B.native.height, B.native.width),
-                             fit_steps=D.stage1_steps + D.stage2_steps, batch=D.batch, sample_steps=D.sample_steps)
-        lines.append(f"- for scale: the paper's full setting ({D.stage1_steps + D.stage2_steps} steps of {D.batch}, "
+                             fit_steps=P.stage1_steps + P.stage2_steps, batch=P.batch, sample_steps=D.sample_steps)
+        lines.append(f"- for scale: the paper's full setting ({P.stage1_steps + P.stage2_steps} steps of {P.batch}, "
                      f"{B.native.frames} frames) is ~{S.fmt_seconds(full.total_s)} of GPU time - run it with the "
                      "command-line tool (`python -m lora_codec encode`) on your own GPU")
     if SIZE_NOTE:
