@@ -136,6 +136,9 @@ def test_compress_then_decode_through_the_client(client, app_encoded, tiny):
     s = o["summary"]
     assert s["parts_sum"] == s["total_bytes"] == len(code)
     assert s["fit_steps"] == FIT_STEPS and not s["stopped_early"]
+    # the encoder's own measure of the code it wrote (decoded as a receiver would) is what the page shows
+    assert s["decoded_psnr"] is not None and "dB PSNR" in o["status"]
+    assert s["decoded_psnr"] == pytest.approx(s["metrics"]["lora_codec"]["psnr_rgb"], abs=0.01)
     assert abs(rows[-1][3] - len(code) * 8 / 1000 / info["seconds"]) < 1e-3  # kbit/s
     assert abs(rows[-1][4] - len(code) * 8 / (17 * 64 * 112)) < 1e-5  # bits per pixel
     # both sides of the comparison were measured at the same geometry; x265 got the same budget

@@ -101,6 +101,7 @@ def results(job: dict, out: dict, stopped: bool) -> dict:
     if parts_sum != report["total_bytes"]:  # would be a bug in the accounting: say so, do not hide it
         notes.append(f"the byte table adds up to {parts_sum} bytes but the code is {report['total_bytes']} (a bug)")
     steps_done = int(job.get("steps_done", 0))
+    decoded_psnr = (out.get("report") or {}).get("decoded_psnr")
     summary = {
         "code_text": text,
         "total_bytes": report["total_bytes"],
@@ -119,6 +120,7 @@ def results(job: dict, out: dict, stopped: bool) -> dict:
                        **({"quality": base.quality} if still else {"crf": base.crf})}},
         "still": still,
         "segments": seg_summary,
+        "decoded_psnr": decoded_psnr,
         "timing_s": {"finish": out.get("finish_s"), "decode": out.get("decode_s")},
         "notes": notes,
     }
@@ -126,6 +128,9 @@ def results(job: dict, out: dict, stopped: bool) -> dict:
             "state." if stopped else "**Done.**")
     status = (f"{head} {report['total_bytes']} bytes ({format_rate(report['total_bytes'], report['seconds'])}, "
               f"{report['bits_per_pixel']:.4g} bits per pixel) after {steps_done} fit steps.")
+    if decoded_psnr is not None:  # measured by the encoder on the code it wrote, decoded as a receiver would
+        status += (f" Decoded as anyone with the code will see it: {decoded_psnr:.2f} dB PSNR against the coded "
+                   f"{'picture' if still else 'frames'} (higher is closer).")
     return plain({
         "status": status,
         "notes": bullets(notes),
