@@ -364,6 +364,10 @@ DESCRIPTIONS = {
     "v0-shifted-cosine": "shifted timesteps + cosine lr",
     "paper-lr0.002": "the paper recipe at its published lr 2e-3 (= `paper`)",
     "paper-lr0.006": "the paper recipe at lr 6e-3",
+    "default-theta2048": "theta length 2,048 (not 4,096)",
+    "default-theta8192": "theta length 8,192",
+    "default-rank2": "rank 2 (not 1)",
+    "default-rank4": "rank 4",
 }
 
 
@@ -447,8 +451,34 @@ def merged(paths) -> dict:
     return doc
 
 
+def cells_table(doc: dict) -> str:
+    """Markdown: final decoded PSNR / bytes of each recipe on each clip x seed it ran on, and the mean
+    (e.g. the runs at one `--target-kb`, where rate control makes every code about the same size)."""
+    from collections import defaultdict
+
+    cells = sorted({(r["clip"], r["seed"]) for r in doc["runs"]})
+    by = defaultdict(dict)
+    for r in doc["runs"]:
+        by[r["recipe"]][(r["clip"], r["seed"])] = r["points"][-1]
+    head = ["recipe", "what it changes"] + [f"`{c}\\|{s}` dB / bytes" for c, s in cells] + ["mean dB / bytes"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, got in by.items():
+        base = name.split("@", 1)[0]
+        vals = [got.get(c) for c in cells]
+        have = [v for v in vals if v is not None]
+        mean = (f"{sum(v['psnr'] for v in have) / len(have):.2f} / {round(sum(v['bytes'] for v in have) / len(have))}"
+                if len(have) == len(cells) else "")
+        rows.append("| " + " | ".join([f"`{name}`", DESCRIPTIONS.get(base, "")]
+                                      + [f"{v['psnr']:.2f} / {v['bytes']}" if v else "" for v in vals] + [mean]) + " |")
+    return "\n".join(rows)
+
+
 def cmd_report(args) -> None:
     doc = merged(args.results)
+    if args.cells:
+        doc["runs"] = [r for r in doc["runs"] if r["recipe"] not in (args.hide or [])]
+        print(cells_table(doc))
+        return
     if args.screen:
         doc["runs"] = [r for r in doc["runs"] if r["recipe"] not in (args.hide or [])]
         print(screen_table(doc))
@@ -552,6 +582,7 @@ def main() -> None:
     p.add_argument("results", nargs="+", help="result files of `run` (merged)")
     p.add_argument("--plot", default=None)
     p.add_argument("--screen", action="store_true", help="a one-cell screen: print its table only")
+    p.add_argument("--cells", action="store_true", help="final dB / bytes per recipe and cell: print that table only")
     p.add_argument("--hide", action="append", metavar="RECIPE", help="leave a recipe out of the table and plot")
     p.set_defaults(func=cmd_report)
     m = sub.add_parser("merge")
