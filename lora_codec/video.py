@@ -20,9 +20,11 @@ the stream as such, so browsers, FFmpeg and `read_video` all decode it the same 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, BinaryIO, Union
@@ -926,6 +928,31 @@ def _fps_fraction(fps: Any) -> Fraction:
     return f
 
 
+@contextlib.contextmanager
+def _thread_scheduling_kept():
+    """Put the calling thread's scheduling policy back after an encode. SVT-AV1 (libsvtav1) switches
+    the thread that opens an encoder to real-time scheduling (SCHED_FIFO, priority 99: its
+    `enc_switch_to_real_time`, EbEncHandle.c) wherever it may (root, CAP_SYS_NICE, as in most
+    containers) and never switches back. The threads that thread creates and the processes it starts
+    afterwards inherit it (a test's browser and its driver, a data loader), and a busy real-time
+    process starves everything else on the machine: the browser tests hung at full CPU after an AV1
+    baseline in the same pytest process."""
+    try:
+        before = os.sched_getscheduler(0), os.sched_getparam(0)  # 0: the calling thread (Linux)
+    except (AttributeError, OSError):  # no POSIX scheduling API here (not Linux)
+        before = None
+    try:
+        yield
+    finally:
+        if before is not None:
+            try:
+                if (os.sched_getscheduler(0), os.sched_getparam(0)) != before:
+                    os.sched_setscheduler(0, *before)
+            except OSError as exc:  # lowering one's own priority is always allowed; say so if it was not
+                warnings.warn(f"could not restore this thread's scheduling after an encode ({exc})", RuntimeWarning,
+                              stacklevel=3)
+
+
 def _encode(
     target: Union[str, BinaryIO],
     frames: np.ndarray,
@@ -939,9 +966,15 @@ def _encode(
 ) -> int:
     """Encode uint8 RGB frames (even sizes) into `target`; return the payload (packet) bytes.
 
-    Converts RGB -> BT.709 limited range and tags the stream so decoders agree.
-    Raises VideoError on any PyAV failure.
+    Converts RGB -> BT.709 limited range and tags the stream so decoders agree. The calling thread
+    keeps its scheduling (`_thread_scheduling_kept`). Raises VideoError on any PyAV failure.
     """
+    with _thread_scheduling_kept():
+        return _encode_frames(target, frames, fps, codec=codec, options=options, format=format,
+                              container_options=container_options, pix_fmt=pix_fmt)
+
+
+def _encode_frames(target, frames, fps, *, codec, options, format, container_options, pix_fmt) -> int:
     payload = 0
     if codec == "libsvtav1":
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner to stderr otherwise

@@ -57,3 +57,25 @@ def encoded(clip_path, tiny):
 
     settings = EncodeSettings(model="tiny", caption="a test pattern", seed=3, **FAST)
     return encode(clip_path, settings, backbone=tiny)
+
+
+def _scheduling():
+    try:
+        return os.sched_getscheduler(0), os.sched_getparam(0)  # of the calling (main) thread
+    except (AttributeError, OSError):
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _main_thread_keeps_its_scheduling():
+    """Every test leaves the main thread's scheduling as it found it. A native library that switches it
+    to real time (SVT-AV1 does, as root) would pass it on to every process the run starts later: the
+    browser tests' chromium and Playwright driver then spin at real-time priority and starve the app
+    server they wait on (a hang at full CPU). Put it back, and fail the test that changed it."""
+    before = _scheduling()
+    yield
+    after = _scheduling()
+    if after != before:
+        os.sched_setscheduler(0, *before)
+        pytest.fail(f"this test left the main thread's scheduling at {after} (it was {before}); a library it "
+                    "called switched the thread to real time")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -138,3 +141,40 @@ def test_search_crf_on_synthetic_curves():
         counts.append(len(set(calls)))
     assert max(counts) <= 3 * 6
     assert sum(counts) / len(counts) < 4
+
+
+def _in_a_new_thread(fn):
+    """Run `fn` in a fresh thread and return that thread's scheduling (policy, priority) after it, so
+    that a switch to real time cannot leak into the test process."""
+    out = {}
+
+    def body():
+        fn()
+        out["sched"] = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join(120)
+    assert "sched" in out, "the encode did not finish"
+    return out["sched"]
+
+
+@pytest.mark.skipif(not AVAILABLE.get("av1") or not hasattr(os, "sched_getscheduler"),
+                    reason="needs SVT-AV1 and the POSIX scheduling API")
+def test_an_av1_encode_leaves_the_thread_scheduling_as_it_was(clip):
+    """SVT-AV1 switches the thread that opens an encoder to SCHED_FIFO priority 99 where it may (root)
+    and never back; everything that thread starts later inherits it (the browser tests' chromium and
+    Playwright driver spun at real-time priority and starved the app server). The encoder's callers
+    get their scheduling back."""
+    from lora_codec import video
+
+    frames, fps = clip
+    frames = frames[:3, :64, :64]
+    normal = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    raw = _in_a_new_thread(lambda: video._encode_frames(
+        io.BytesIO(), frames, fps, codec="libsvtav1", options={"crf": "50", "preset": "12"},
+        format="mp4", container_options=None, pix_fmt="yuv420p"))
+    if raw == normal:
+        pytest.skip("SVT-AV1 cannot raise this thread's priority here (not root): nothing to restore")
+    assert raw[0] == os.SCHED_FIFO  # what the library does by itself (the test would catch a regression)
+    assert _in_a_new_thread(lambda: encode_at_crf(frames, fps, "av1", 50)) == normal
