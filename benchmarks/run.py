@@ -282,6 +282,16 @@ SMALL_ROWS = (("vae", "the VAE alone (encode + decode: the ceiling)"),
               ("default", "default code, decoded as a receiver would"))
 
 
+def _recipe_words(d: dict) -> str:
+    """The fit recipe's settings beyond steps and batch (docs/FIT.md), in words; '' for results recorded
+    before those settings existed."""
+    if "timesteps" not in d:
+        return ""
+    lr = (f"a {d['lr_schedule']} learning rate with {d['warmup_frac']:.0%} warm-up to {d['min_lr_frac']:g}x"
+          if d.get("lr_schedule") == "cosine" else "a constant learning rate")
+    return f"; noise '{d['noise_mode']}', timesteps '{d['timesteps']}', {lr} (docs/FIT.md)"
+
+
 def small_markdown(res: dict) -> list[str]:
     """The small backbone's quality section: one table per evaluation clip."""
     t = res["training"]
@@ -292,7 +302,8 @@ def small_markdown(res: dict) -> list[str]:
              f"transformer {t['transformer_seconds']} s, {t['total_seconds']} s in all. Default fit: "
              f"{res['defaults']['stage1_steps']} + {res['defaults']['stage2_steps']} steps x batch "
              f"{res['defaults']['batch']}, rate weight {res['defaults']['rate_lambda']}, theta length "
-             f"{res['defaults']['theta_length']}, {res['defaults']['sample_steps']} sampling steps.", ""]
+             f"{res['defaults']['theta_length']}, {res['defaults']['sample_steps']} sampling steps"
+             + _recipe_words(res["defaults"]) + ".", ""]
     for name, c in res["clips"].items():
         lines += [f"### {name}: `{c['clip']}`", "", "| what | bytes | PSNR (dB) | MS-SSIM |", "|---|---|---|---|"]
         for key, label in SMALL_ROWS:
