@@ -652,7 +652,9 @@ def cmd_batch(args) -> int:
         print(_dumps(summary))
     elif not args.quiet:
         q = f", mean PSNR {summary['mean_psnr_rgb']:.2f} dB" if summary["mean_psnr_rgb"] is not None else ""
-        mb = f", mean {summary['mean_bytes']:.0f} bytes" if summary["mean_bytes"] is not None else ""
+        from .units import format_bytes_kb
+
+        mb = f", mean {format_bytes_kb(round(summary['mean_bytes']))}" if summary["mean_bytes"] is not None else ""
         print(f"{summary['done']}/{summary['clips']} clips done{mb}{q}; wrote {out / 'results.json'} and "
               f"{out / 'results.csv'}")
         if summary.get("backbone_note"):

@@ -222,3 +222,12 @@ def test_accelerate_data_parallel_fit_of_one_clip(clips_dir, tmp_path, tiny):
     assert res["bytes"] == len(data)
     dec = decode(data, backbone=tiny)  # a valid code
     assert dec.frames.shape == (9, 64, 112, 3)
+
+
+def test_cli_summary_gives_sizes_in_kb(clips_dir, tmp_path, capsys):
+    from lora_codec.cli import main
+
+    assert main(["batch", str(clips_dir), "-o", str(tmp_path / "out"), "--model", "tiny", "--steps", "2",
+                 "--sample-steps", "2", "--no-metrics"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "clips done" in x)
+    assert line.startswith("3/3 clips done, mean ") and " kB)" in line, line
