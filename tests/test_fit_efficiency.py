@@ -167,9 +167,9 @@ def test_mixed_noise_is_stored_as_a_fit_on_the_decoders_noise(clip_path, tiny):
 
 # -- the default recipe beats the published one at equal samples (measured, small backbone) -----------------
 # Measured (docs/FIT.md; `benchmarks/bench_fit_efficiency.py`, the same quantities): on the held-out film with
-# seed 0, after EQUAL_SAMPLES fit samples the default recipe (a complete fit at that budget) decodes to 18.70 dB
+# seed 0, after EQUAL_SAMPLES fit samples the default recipe (a complete fit at that budget) decodes to 18.84 dB
 # and the published recipe (its first 100 steps at batch 4, the code written with the step stage 2 would start
-# from) to 15.04 dB (its final, after 10,000 samples: 16.55 dB). Took 107 s with the 2 cores shared (load ~9).
+# from) to 15.04 dB (its final, after 10,000 samples: 16.55 dB). Took ~75 s with the 2 cores shared (2026-11-30).
 EQUAL_SAMPLES = 400
 MARGIN_OVER_PAPER_DB = 2.0
 
