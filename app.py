@@ -202,11 +202,17 @@ def settle_job_id(job_id):
     return job_id if ok else NO_JOB
 
 
-def _stream(ui, fields_iter, status, *, what: str, controls: list | None = None, job=None):
+def _stream(ui, fields_iter, status, *, what: str, controls: list | None = None, job=None, clear: dict | None = None):
     """Follow a job's fields onto components. A failure is written into the status area (it stays
-    there) and raised as a message; `controls` (button components) get the job's `controls`."""
+    there) and raised as a message; `controls` (button components) get the job's `controls`.
+    `clear` (a new compress: `jobs.cleared()`, what its first update empties): a failure's update
+    empties again those of these outputs that the job has not filled since, in the same update as
+    the error, so that the page never shows an error next to the previous run's results."""
+    restate = dict(clear or {})
     try:
-        for fields in fields_iter:
+        for n, fields in enumerate(fields_iter):
+            for k in fields if n else ():  # filled by the job after its clearing update: keep it
+                restate.pop(k, None)
             out = {ui[k]: v for k, v in fields.items() if k in ui}
             if controls is not None and "controls" in fields:
                 out.update(zip(controls, _controls(fields["controls"], fields.get("job", job))))
@@ -214,7 +220,8 @@ def _stream(ui, fields_iter, status, *, what: str, controls: list | None = None,
                 yield out
     except Exception as exc:
         err = _as_gr_error(exc)
-        upd = {status: T.error_status(err.message, what=what)}
+        upd = {ui[k]: v for k, v in restate.items() if k in ui}
+        upd[status] = T.error_status(err.message, what=what)
         if controls is not None:
             upd.update(zip(controls, _controls(READY if isinstance(job, dict) else EMPTY, job)))
         yield upd
@@ -245,7 +252,7 @@ def make_compress(ui):
         fields = jobs.compress(video, caption, start_seconds, rate_mode, target_kb, fit_steps, refine_log2, seed,
                                sample_steps, frames, batch, refine_steps, size, job, job_id, segments,
                                session=_session_key(request))
-        yield from _stream(ui, fields, ui["status"], what="Could not compress")
+        yield from _stream(ui, fields, ui["status"], what="Could not compress", clear=jobs.cleared())
 
     return compress
 

@@ -288,6 +288,51 @@ def test_a_first_visit_and_a_lost_job_are_told_apart(app_module):  # noqa: F811
     assert len(lost) == 1 and "no longer on this server" in lost[0]["status"] and lost[0]["controls"] == jobs.EMPTY
 
 
+
+
+def _compress_updates(app_module, **kw):
+    """A compress driven as the page drives it: [its updates as {output name: value}], the error."""
+    ui = {k: k for k in app_module.OUTPUT_KEYS}  # each output named by its key
+    args = dict(video=None, caption="a rabbit", start_seconds=0, rate_mode="balanced", target_kb=None, fit_steps=10,
+                refine_log2=0, seed=0, sample_steps=4, frames=9, batch=1, refine_steps=0) | kw
+    updates, gen = [], app_module.make_compress(ui)(**args)
+    with pytest.raises(app_module.gr.Error) as e:
+        for upd in gen:
+            updates.append(upd)
+    return updates, str(e.value)
+
+
+def test_a_failed_compress_leaves_no_result_of_the_previous_run(app_module, tmp_path, monkeypatch):  # noqa: F811
+    """A compress that fails (at the upload checks, or after its job began) says so in the same update
+    that empties the previous run's results: no later update of the page, and no update it dropped
+    or took out of order before, can leave an error next to the old code and byte table."""
+    from lora_codec.app import jobs
+
+    old = {"dir": str(tmp_path), "job_id": None, "last": {"bytes_table": [["header", 12]]}}
+    bad = tmp_path / "holiday_notes.mp4"
+    bad.write_text("not a video")
+    updates, err = _compress_updates(app_module, video=str(bad), job=old)
+    assert "holiday_notes.mp4" in err
+    last = updates[-1]
+    assert "Could not compress" in last["status"] and "holiday_notes.mp4" in last["status"]
+    empty = jobs.cleared()
+    assert {k: last.get(k, "(not in it)") for k in empty} == empty  # the error's own update: every result empty
+
+    # failing after the job showed its clip: the new clip and its notes stay, the old results go
+    def failing(*a, **k):
+        yield {"status": "**Checking...**"} | jobs.cleared()
+        yield {"status": "**Reading the clip...**", "job": None}
+        yield {"original": "new_clip.mp4", "notes": "- new notes"}
+        raise jobs.LimitError("the GPU call failed")
+
+    monkeypatch.setattr(jobs, "compress", failing)
+    updates, err = _compress_updates(app_module, job=old)
+    last = updates[-1]
+    assert "the GPU call failed" in last["status"] and "original" not in last and "notes" not in last
+    assert {k: last.get(k, "(not in it)") for k in ("bytes_table", "code_text", "recon")} == {
+        k: empty[k] for k in ("bytes_table", "code_text", "recon")}
+
+
 # ---- Keep improving's settings, the Decode tab, the share link -----------------------------------------
 
 
