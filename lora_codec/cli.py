@@ -150,7 +150,7 @@ def segment_settings_from_args(args):
     from .segments import SegmentSettings
 
     max_seconds = getattr(args, "max_seconds", None)
-    if max_seconds is not None and max_seconds <= 0:
+    if max_seconds == 0:
         max_seconds = None  # 0: no clip-length limit (the reader's limits still apply)
     seg = SegmentSettings(max_seconds=max_seconds, overlap=getattr(args, "overlap", None) or 0)
     seg.check()

@@ -130,6 +130,23 @@ def refine_plan(settings: EncodeSettings, default_steps: int) -> RefinePlan | No
     return RefinePlan(n=int(settings.refine_n), log2_n=log2_n, steps=steps, first=first, count=count, select=select)
 
 
+def check_settings(settings: EncodeSettings, backbone: Backbone) -> None:
+    """Refuse settings no fit can use (LoraCodecError), before the clip is read: the refinement
+    request, the caption's length, and rate control that is not a number (NaN, infinity)."""
+    import math
+
+    refine_plan(settings, settings.sample_steps or backbone.defaults.sample_steps)
+    if settings.caption is None:
+        settings.caption = ""
+    if len(settings.caption.encode("utf-8")) > 4096:
+        raise LoraCodecError("the caption is longer than 4096 bytes")
+    if settings.target_kb is not None and not math.isfinite(float(settings.target_kb)):
+        raise LoraCodecError(f"--target-kb must be a size in kB, got {settings.target_kb}")
+    if settings.rate_lambda is not None and not (math.isfinite(float(settings.rate_lambda))
+                                                 and settings.rate_lambda >= 0):
+        raise LoraCodecError(f"--lambda must be a number >= 0, got {settings.rate_lambda}")
+
+
 @dataclasses.dataclass
 class RefineResult:
     data: bytes  # the code with its new refinement track
@@ -256,11 +273,7 @@ class EncodeSession:
         from .video import Clip, Limits, fit_to_geometry, read_video
 
         backbone = backbone or load_backbone(settings.model)
-        refine_plan(settings, settings.sample_steps or backbone.defaults.sample_steps)  # fail before reading
-        if settings.caption is None:
-            settings.caption = ""
-        if len(settings.caption.encode("utf-8")) > 4096:
-            raise LoraCodecError("the caption is longer than 4096 bytes")
+        check_settings(settings, backbone)  # fail before reading
         if isinstance(video, Clip):
             clip = video
         else:

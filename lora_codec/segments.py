@@ -70,7 +70,7 @@ class SegmentSettings:
 
     def check(self) -> None:
         if self.max_seconds is not None and not (math.isfinite(float(self.max_seconds)) and self.max_seconds > 0):
-            raise SegmentError(f"--max-seconds must be a positive number of seconds, got {self.max_seconds}")
+            raise SegmentError(f"--max-seconds must be a positive number of seconds (0: no limit), got {self.max_seconds:g}")
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, np.integer)) or self.overlap < 0:
             raise SegmentError(f"--overlap must be a whole number of frames >= 0, got {self.overlap!r}")
 
@@ -250,16 +250,12 @@ class LongEncode:
         `on_session(session)` is called with each segment's `EncodeSession` when it is opened (e.g. to
         make its fit data-parallel)."""
         from .backbones import load_backbone
-        from .codec import refine_plan
+        from .codec import check_settings
 
         seg = seg or SegmentSettings()
         seg.check()
         backbone = backbone or load_backbone(settings.model)
-        refine_plan(settings, settings.sample_steps or backbone.defaults.sample_steps)  # fail before reading
-        if settings.caption is None:
-            settings.caption = ""
-        if len(settings.caption.encode("utf-8")) > 4096:
-            raise LoraCodecError("the caption is longer than 4096 bytes")
+        check_settings(settings, backbone)  # fail before reading
         clip = read_clip(video, start_seconds=settings.start_seconds, max_seconds=seg.max_seconds, limits=limits)
         return cls(backbone, settings, seg, clip, caption_cache=caption_cache, on_session=on_session)
 
