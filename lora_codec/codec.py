@@ -40,9 +40,12 @@ FIT_NOISE_FLAG = {"random": 0, "seed": 1, "mix": 1}
 
 # Measured on the small backbone (docs/RESULTS.md, section small): the refinement track's stochastic steps
 # leave the trajectory a 'seed' fit was made for (19.6 dB plain ODE, 16.1-16.6 dB with the track).
-REFINE_SEED_NOTE = ("this fit uses the decoder's own noise (noise mode 'seed'); a refinement track was measured to "
-                    "lower quality for such codes - decode with --refine none, or encode with --noise-mode random "
-                    "to use the track")
+def refine_seed_note(noise_mode: str) -> str:
+    """The note for a refinement track recorded on a fit that used the decoder's own noise ('seed', or
+    'mix' for part of its samples)."""
+    how = "for part of its samples (noise mode 'mix')" if noise_mode == "mix" else "(noise mode 'seed')"
+    return (f"this fit uses the decoder's own noise {how}; a refinement track was measured to lower quality "
+            "for such codes - decode with --refine none, or encode with --noise-mode random to use the track")
 
 
 @dataclasses.dataclass
@@ -287,8 +290,9 @@ class EncodeSession:
             notes.append(f"coded {geom.frames} of {clip.frames.shape[0]} frames (4k+1, at most {backbone.native.frames})")
         notes.append(f"coded geometry {geom.width}x{geom.height}, {geom.frames} frames at {float(clip.fps):.3g} fps "
                      f"(source {clip.src_width}x{clip.src_height})")
-        if settings.refine_n is not None and fit_config_for(backbone, settings).noise_mode != "random":
-            notes.append(REFINE_SEED_NOTE)
+        mode = fit_config_for(backbone, settings).noise_mode
+        if settings.refine_n is not None and mode != "random":
+            notes.append(refine_seed_note(mode))
         return cls(backbone, settings, frames, clip.fps, (clip.src_width, clip.src_height, clip.src_frames), notes,
                    caption_cache=caption_cache)
 
