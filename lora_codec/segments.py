@@ -665,6 +665,9 @@ def parse_segment_range(text, count: int) -> tuple[int, int]:
             b = (int(hi) if hi.strip() else count) if sep else a
         except ValueError:
             raise SegmentError(f"--segments must look like 2, 2-3, 2- or -3 (1-based), got '{text}'") from None
+    if 1 <= b < a <= count:
+        raise SegmentError(f"--segments {text}: the first segment ({a}) comes after the last ({b}); "
+                           f"write it as {b}-{a}")
     if not 1 <= a <= b <= count:
         raise SegmentError(f"--segments {text}: this code has {count} segment{'s' if count != 1 else ''} "
                            f"(1..{count})")

@@ -118,6 +118,11 @@ def test_segment_range_parsing():
     for bad in ("0", "5", "3-2", "x", "1-9"):
         with pytest.raises(segments.SegmentError):
             segments.parse_segment_range(bad, 4)
+    # a reversed range says so (it once said only "this code has 4 segments (1..4)", which 3-2 respects)
+    with pytest.raises(segments.SegmentError, match=r"the first segment \(3\) comes after the last \(2\); write it as 2-3"):
+        segments.parse_segment_range("3-2", 4)
+    with pytest.raises(segments.SegmentError, match=r"this code has 4 segments \(1\.\.4\)"):
+        segments.parse_segment_range("9-2", 4)
 
 
 # -- the format ----------------------------------------------------------------------------------------
