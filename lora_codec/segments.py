@@ -43,6 +43,7 @@ import torch
 from . import bitstream
 from .bitstream import Code, Segment, segmented
 from .errors import LimitError, LoraCodecError
+from .units import ceil_kb
 
 __all__ = ["DEFAULT_MAX_SECONDS", "DEFAULT_OVERLAP", "SegmentSettings", "plan_starts", "read_clip", "LongEncode",
            "LongEncodeResult", "decode_segments", "parse_segment_range", "blend_segments", "Blender", "seam_report",
@@ -381,9 +382,11 @@ class LongEncode:
         fixed2 = rep2["total_bytes"] - rep2["prior_bytes"] - rep2["payload_bytes"] - 2
         share = (target - fixed2) // self.segments
         if share < 8:
+            least = fixed2 + 8 * self.segments
             raise SegmentError(
-                f"--target-kb {self.settings.target_kb:g} is below the smallest code for this clip: its {self.segments} "
-                f"segments and header need more than {fixed2 + 8 * self.segments} bytes")
+                f"--target-kb {self.settings.target_kb:g} is too small for this clip's {self.segments} segments: the "
+                f"header and segment table take {fixed2} bytes and each segment at least 8 more; ask for at least "
+                f"{ceil_kb(least):g} kB")
         return (share + fixed1) / 1000.0
 
     def _finish_segment(self, i: int, callback=None) -> None:

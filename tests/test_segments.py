@@ -5,6 +5,7 @@ compare on long clips, and old single-segment codes."""
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -297,6 +298,18 @@ def test_target_kb_is_for_the_whole_file(long_clip, tiny):
     assert 0.8 * target * 1000 <= len(res.data) <= target * 1000
     with pytest.raises(LoraCodecError, match="target-kb"):
         segments.encode(long_clip, EncodeSettings(target_kb=0.05, **FAST), backbone=tiny)
+
+
+def test_a_long_clip_target_too_small_says_what_to_ask_for_and_that_works(long_clip, tiny):
+    # the refusal once called its bound "the smallest code for this clip", which codes below it disproved
+    # (the shared prior makes files smaller than the per-segment shares), and named no size to ask for
+    with pytest.raises(LoraCodecError) as e:
+        segments.encode(long_clip, EncodeSettings(target_kb=0.05, **FAST), backbone=tiny)
+    m = re.search(r"too small for this clip's 4 segments: .* ask for at least ([0-9.]+) kB$", str(e.value))
+    assert m, str(e.value)
+    least = float(m.group(1))
+    res = segments.encode(long_clip, EncodeSettings(target_kb=least, finetune_steps=1, **FAST), backbone=tiny)
+    assert res.code.n_segments == 4 and len(res.data) <= least * 1000
 
 
 def test_clip_length_limit_and_refinement(long_clip, tiny):
