@@ -313,8 +313,9 @@ def format_table(result: dict) -> str:
         sm = r.get("seams")
         if sm:
             out.append(f"{r['name']}: {sm['segments']} segments; seams: PSNR {_fmt(sm['psnr_boundary'], '.2f')} dB at "
-                       f"the {sm['boundary_frames']} frames around the {sm['junctions']} junctions vs "
-                       f"{_fmt(sm['psnr_interior'], '.2f')} dB inside; frame-to-frame change "
+                       f"the {sm['boundary_frames']} frames around the {sm['junctions']} junctions (each place where the "
+                       f"segments a frame comes from change) vs {_fmt(sm['psnr_interior'], '.2f')} dB inside; mean "
+                       f"frame-to-frame change (of 255) "
                        f"{_fmt(sm['change_boundary'], '.2f')} at junctions vs {_fmt(sm['change_interior'], '.2f')} inside "
                        f"(source {_fmt(sm['source_change_boundary'], '.2f')} / {_fmt(sm['source_change_interior'], '.2f')})")
     if still:

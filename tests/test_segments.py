@@ -266,7 +266,11 @@ def test_compare_takes_a_long_clip(long_clip, long_code, tiny):
     assert res["geometry"]["frames"] == 51
     row = res["rows"][0]
     assert row["segments"] == 4 and row["seams"]["junctions"] == 6
-    assert "seams: PSNR" in format_table(res)
+    table = format_table(res)
+    assert "seams: PSNR" in table
+    # 4 segments but 6 junctions: the table says what a junction is, and the change's scale
+    assert "6 junctions (each place where the segments a frame comes from change)" in table
+    assert "mean frame-to-frame change (of 255) " in table
 
 
 # -- resume and rate control ------------------------------------------------------------------------------
