@@ -109,3 +109,22 @@ def _video_code(tmp_path, tiny) -> bytes:
 
     return encode(tmp_path / "v.mkv", EncodeSettings(model="tiny", fit_steps=2, sample_steps=1, size=(48, 32)),
                   backbone=tiny).data
+
+
+@pytest.mark.parametrize("size", [(1, 1), (112, 64)])
+def test_a_picture_that_needs_no_crop_is_converted_without_a_torch_warning(tmp_path, size):
+    # a 1x1 PNG (or one already at the coded size) reached torch as Pillow's read-only array, and torch's
+    # "The given NumPy array is not writable" warning was shown to the user as a note
+    import warnings
+
+    from lora_codec.video import fit_to_geometry, video_to_tensor
+
+    path = tmp_path / "p.png"
+    Image.new("RGB", size, (200, 10, 10)).save(path)
+    clip = stills.read_image(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frames = fit_to_geometry(clip.frames, 1, 64, 112)
+        x = video_to_tensor(frames)
+    assert frames.shape == (1, 64, 112, 3) and tuple(frames[0, 30, 50]) == (200, 10, 10)
+    assert x.shape == (3, 1, 64, 112)
