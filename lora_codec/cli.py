@@ -54,6 +54,13 @@ class StopOnSignal:
         self._old.clear()
 
 
+def _rate_text(report: dict) -> str:
+    """', 4.9 kbit/s' for a video; '' for a one-frame code (a picture has no rate per second)."""
+    if report.get("frames", 0) <= 1 or not report.get("seconds"):
+        return ""
+    return f", {format_rate(report['total_bytes'], report['seconds'])}"
+
+
 def _check_target(session, target_kb: float) -> None:
     """Refuse a --target-kb below the smallest code for this clip, caption and settings, before fitting."""
     from .codec import minimum_code_bytes
@@ -257,8 +264,7 @@ def cmd_encode(args) -> int:
         if not done:
             print(state_path)
         return 0
-    print(f"wrote {out}: {format_bytes_kb(report['total_bytes'])}, "
-          f"{format_rate(report['total_bytes'], report['seconds'])}, "
+    print(f"wrote {out}: {format_bytes_kb(report['total_bytes'])}{_rate_text(report)}, "
           f"{format_bpp(report['total_bytes'], report['frames'] * report['height'] * report['width'])}; "
           f"{report['steps']} fit steps in {report['fit_seconds']:.1f} s")
     if report.get("segments", 1) > 1:
@@ -364,7 +370,9 @@ def cmd_decode(args) -> int:
             segs = (f", segment{'s' if b > a else ''} {a}{'-' + str(b) if b > a else ''} of {result.code.n_segments} "
                     f"from {report['decode_start_seconds']:.2f} s")
         merged = f"; merged {report['decode_merge']}" if report.get("decode_merge") else ""
-        print(f"wrote {out}: {result.frames.shape[0]} frames {result.frames.shape[2]}x{result.frames.shape[1]} "
+        n, h, w = result.frames.shape[:3]
+        what = f"a {w}x{h} picture" if n == 1 else f"{n} frames {w}x{h}"
+        print(f"wrote {out}: {what} "
               f"in {report['decode_seconds']:.1f} s ({report['decode_steps']} sampling steps{track}{segs}){merged}")
     return 0
 
@@ -395,13 +403,13 @@ def format_info(info: dict) -> str:
     noise = {"seed": "fitted on the decoder's own noise", "random": "fitted on random noise"}.get(
         str(info.get("noise_mode")), f"noise mode {info.get('noise_mode')}")
     lines = [
-        f"code:     {format_bytes_kb(info['total_bytes'])}"
-        + (f", {format_rate(info['total_bytes'], info['seconds'])}" if info.get("seconds") else "")
+        f"code:     {format_bytes_kb(info['total_bytes'])}{_rate_text(info)}"
         + f", {format_bpp(info['total_bytes'], info['frames'] * info['height'] * info['width'])}",
         "          " + " + ".join(parts),
         f"model:    {info['model']} (weights fingerprint {info['fingerprint']})",
-        f"video:    {info['frames']} frames of {info['width']}x{info['height']}"
-        + (f" at {info['fps']:.4g} fps ({seconds:.2f} s)" if seconds else "")
+        (f"picture:  {info['width']}x{info['height']} (a one-frame code)" if info["frames"] == 1 else
+         f"video:    {info['frames']} frames of {info['width']}x{info['height']}"
+         + (f" at {info['fps']:.4g} fps ({seconds:.2f} s)" if seconds else ""))
         + (f", from a {info['src_width']}x{info['src_height']} source" if info.get("src_width") else ""),
         f"caption:  {info['caption']!r}" if info.get("caption") else "caption:  (none)",
         f"adapter:  {info['theta_length']:,} values, rank {info['rank']}, {len(info.get('targets') or [])} projections "

@@ -288,8 +288,8 @@ class EncodeSession:
         notes = list(clip.notes)
         if geom.frames < clip.frames.shape[0]:
             notes.append(f"coded {geom.frames} of {clip.frames.shape[0]} frames (4k+1, at most {backbone.native.frames})")
-        notes.append(f"coded geometry {geom.width}x{geom.height}, {geom.frames} frames at {float(clip.fps):.3g} fps "
-                     f"(source {clip.src_width}x{clip.src_height})")
+        what = "one picture" if geom.frames == 1 else f"{geom.frames} frames at {float(clip.fps):.3g} fps"
+        notes.append(f"coded geometry {geom.width}x{geom.height}, {what} (source {clip.src_width}x{clip.src_height})")
         mode = fit_config_for(backbone, settings).noise_mode
         if settings.refine_n is not None and mode != "random":
             notes.append(refine_seed_note(mode))

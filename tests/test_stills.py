@@ -128,3 +128,21 @@ def test_a_picture_that_needs_no_crop_is_converted_without_a_torch_warning(tmp_p
         x = video_to_tensor(frames)
     assert frames.shape == (1, 64, 112, 3) and tuple(frames[0, 30, 50]) == (200, 10, 10)
     assert x.shape == (3, 1, 64, 112)
+
+
+def test_the_cli_speaks_of_a_picture_not_of_frames_and_rates(picture, tmp_path):
+    # a still was reported as "1 frames at 1 fps", "1 frames 112x64" and with a rate in kbit/s (per second of
+    # a picture); a video keeps its frames and rate
+    src, code = tmp_path / "photo.png", tmp_path / "photo.vov"
+    Image.fromarray(picture).save(src)
+    r = run_cli("encode", src, "-o", code, "--model", "tiny", "--steps", "3", "--sample-steps", "2", "--caption", "x",
+                "--no-measure")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "note: coded geometry 112x64, one picture (source 160x90)" in r.stderr
+    wrote = [ln for ln in r.stdout.splitlines() if ln.startswith("wrote ")]
+    assert len(wrote) == 1 and "kbit/s" not in wrote[0] and "bits per pixel" in wrote[0], r.stdout
+    r = run_cli("info", code)
+    assert r.returncode == 0 and "picture:  112x64 (a one-frame code), from a 160x90 source" in r.stdout
+    assert "kbit/s" not in r.stdout and "1 frames" not in r.stdout
+    r = run_cli("decode", code, "-o", tmp_path / "back.png")
+    assert r.returncode == 0 and "wrote " in r.stdout and ": a 112x64 picture in " in r.stdout, r.stdout
