@@ -87,7 +87,10 @@ def test_still_baselines_at_equal_bytes(picture, tmp_path, tiny):
     assert {r["codec"] for r in base} == {c for c, ok in avail.items() if ok}
     assert all(r["bytes"] <= len(res.data) or not r["fits"] for r in base)
     assert all(r["psnr_rgb"] is not None and r["ms_ssim"] is not None for r in out["rows"])
-    assert "picture files" in format_table(out)
+    table = format_table(out)
+    assert "picture files" in table
+    # a picture has no rate per second and is not "1 frames, 1 fps" (both once shown)
+    assert "kbit/s" not in table and "1 frames" not in table and "coded geometry 112x64, one picture;" in table
     with pytest.raises(LoraCodecError, match="one picture"):
         compare(tmp_path / "v.mkv" if _video(tmp_path / "v.mkv") else None, [_video_code(tmp_path, tiny)],
                 codecs="jpeg", curve=None, backbone=tiny, perceptual=False)
