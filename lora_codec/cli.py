@@ -306,6 +306,10 @@ def _merge_inputs(args) -> tuple[list[bytes], list[str], list[float] | None]:
         if getattr(args, "weights", None):
             raise MergeError("--weights is for merged decoding: give the other codes with --merge")
         return [], [], None
+    for path, w in items:
+        base, sep, tail = path.rpartition(":")
+        if w is None and sep and not Path(path).exists() and Path(base).is_file():
+            raise MergeError(f"--merge {path}: the weight after ':' must be a number, e.g. {base}:0.5")
     codes = [_read_code_arg(path) for path, _w in items]
     names = [Path(args.input).name] + [Path(path).name for path, _w in items]
     inline = [w for _p, w in items]
