@@ -304,6 +304,14 @@ def test_keep_improving_flags_the_inputs_it_would_ignore(app_module):  # noqa: F
     md = T.kept_settings(job, form | {"caption": "a dog", "frames": 13}, "other.mp4")
     assert "Changed on the form since:** clip, caption, frames" in md
 
+    # a still picture's fit is one frame whatever the Frames slider says: its untouched slider (17) was once
+    # flagged as "Changed on the form since: frames"
+    picture = job | {"geometry": [1, 64, 112], "file_name": "photo.png"}
+    md = T.kept_settings(picture, form, "photo.png")
+    assert "photo.png, a picture at 112x64" in md and "Changed on the form" not in md and "1 frames" not in md
+    md = T.kept_settings(picture, form | {"caption": "a dog"}, "photo.png")
+    assert "Changed on the form since:** caption -" in md
+
 
 def test_the_decode_status_says_which_refinement_was_used(client, app_module):  # noqa: F811
     from gradio_client import handle_file

@@ -395,12 +395,15 @@ def kept_settings(job: dict | None, form: dict, file_name: str | None = None) ->
     name = html.escape(job.get("file_name") or job.get("name") or "the clip")
     cap = jv["caption"]
     cap_s = f'"{html.escape(cap[:60])}{"..." if len(cap) > 60 else ""}"' if cap else "no caption"
-    kept = (f"**Keep improving keeps this fit's settings:** {name}, {jv['frames']} frames from {jv['start']:g} s at "
-            f"{jv['size']}, {cap_s}, {jv['rate']}, seed {jv['seed']}, {jv['sample_steps']} sampling steps; only "
+    # a one-frame code (a still picture): the form's frames and start time do not apply to it
+    picture = jv["frames"] == 1
+    what = f"a picture at {jv['size']}" if picture else f"{jv['frames']} frames from {jv['start']:g} s at {jv['size']}"
+    kept = (f"**Keep improving keeps this fit's settings:** {name}, {what}, {cap_s}, {jv['rate']}, seed {jv['seed']}, {jv['sample_steps']} sampling steps; only "
             "*More steps* is new.")
     # a field the form does not send (the size dropdown before the clip is probed...) is not a change
     changed = [KEPT_WORDS[k] for k in KEPT_KEYS
-               if k in fv and fv[k] != jv[k] and not (k == "size" and not fv[k])]
+               if k in fv and fv[k] != jv[k] and not (k == "size" and not fv[k])
+               and not (picture and k in ("frames", "start"))]
     if file_name and file_name != job.get("file_name"):
         changed.insert(0, "clip")
     if changed:
