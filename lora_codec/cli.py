@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from .errors import LoraCodecError
-from .units import ceil_kb, format_bpp, format_bytes_kb, format_kb, format_rate, kilobytes
+from .units import (ceil_kb, format_bpp, format_bytes_kb, format_kb, format_rate, kilobytes, rate_words,
+                    shown_frames)
 
 EXIT_USER_ERROR = 2
 log = logging.getLogger("lora_codec.cli")
@@ -56,9 +57,8 @@ class StopOnSignal:
 
 def _rate_text(report: dict) -> str:
     """', 4.9 kbit/s' for a video; '' for a one-frame code (a picture has no rate per second)."""
-    if report.get("frames", 0) <= 1 or not report.get("seconds"):
-        return ""
-    return f", {format_rate(report['total_bytes'], report['seconds'])}"
+    rate = rate_words(report["total_bytes"], report.get("seconds"), report.get("frames", 0))
+    return f", {rate}" if rate else ""
 
 
 def _check_target(session, target_kb: float) -> None:
@@ -375,8 +375,7 @@ def cmd_decode(args) -> int:
                     f"from {report['decode_start_seconds']:.2f} s")
         merged = f"; merged {report['decode_merge']}" if report.get("decode_merge") else ""
         n, h, w = result.frames.shape[:3]
-        what = f"a {w}x{h} picture" if n == 1 else f"{n} frames {w}x{h}"
-        print(f"wrote {out}: {what} "
+        print(f"wrote {out}: {shown_frames(n, w, h)} "
               f"in {report['decode_seconds']:.1f} s ({report['decode_steps']} sampling steps{track}{segs}){merged}")
     return 0
 

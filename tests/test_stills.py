@@ -149,3 +149,27 @@ def test_the_cli_speaks_of_a_picture_not_of_frames_and_rates(picture, tmp_path):
     assert "kbit/s" not in r.stdout and "1 frames" not in r.stdout
     r = run_cli("decode", code, "-o", tmp_path / "back.png")
     assert r.returncode == 0 and "wrote " in r.stdout and ": a 112x64 picture in " in r.stdout, r.stdout
+
+
+def test_the_app_texts_speak_of_a_picture(picture, tmp_path, tiny):
+    # the app said "1 frames 112x64 at 1 fps (1.00 s) - 5.25 kbit/s" for a picture's code, "Decoded 1 frames",
+    # and "1 frames 112x64, 1.00 s" under the byte table; a video keeps its frames, seconds and rate
+    from lora_codec import units
+    from lora_codec.app import text as T
+    from lora_codec.app_support import byte_table
+    from lora_codec.codec import describe
+    from lora_codec.segments import encode
+
+    assert units.shown_frames(1, 112, 64) == "a 112x64 picture" and units.shown_frames(17, 112, 64) == "17 frames 112x64"
+    assert units.rate_words(1000, 1.0, 1) == "" and units.rate_words(1000, 1.0, 17) == "8 kbit/s"
+    src = tmp_path / "photo.png"
+    Image.fromarray(picture).save(src)
+    info = describe(encode(src, EncodeSettings(model="tiny", fit_steps=2, sample_steps=2), backbone=tiny).data)
+    md = T.code_markdown(info)
+    assert "a 112x64 picture - " in md and "kbit/s" not in md and "1 frames" not in md and "bits per pixel" in md
+    assert byte_table(info)[0][-1][-1] == "a 112x64 picture"
+    dec = T.decoded_markdown({**info, "decode_steps": 2}, 0.5, None)
+    assert dec.startswith("**Decoded** a 112x64 picture with 2 sampling steps")
+    video = {**info, "frames": 17, "seconds": 17 / 16, "fps": 16.0}
+    assert "17 frames 112x64 at 16 fps (1.06 s) - " in T.code_markdown(video) and "kbit/s" in T.code_markdown(video)
+    assert byte_table(video)[0][-1][-1] == "17 frames 112x64, 1.06 s"

@@ -11,7 +11,7 @@ from .. import app_support as S
 from . import forms as F
 from . import runtime as R
 from ..errors import LimitError
-from ..units import format_kb, format_rate
+from ..units import format_kb, format_rate, shown_frames
 
 INTRO = """# lora_codec - a video as one small adapter
 
@@ -167,7 +167,7 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
         lines += [
             f"**Estimated {where}: ~{S.fmt_seconds(p.total_s)}**{calls} ({kind}).",
             "",
-            f"- coded: {g.frames} frames at {g.width}x{g.height} ({src})",
+            f"- coded: {'one frame' if g.frames == 1 else f'{g.frames} frames'} at {g.width}x{g.height} ({src})",
         ]
     lines += [
         f"- fit{' per segment' if segments > 1 else ''}: {fit_steps} steps of {batch} sample{'s' if batch > 1 else ''} "
@@ -419,9 +419,11 @@ def kept_settings(job: dict | None, form: dict, file_name: str | None = None) ->
 def code_markdown(info: dict) -> str:
     """What a code holds (from `codec.describe`)."""
     lines = [
-        f"**{info['total_bytes']} bytes** ({kb(info['total_bytes'])}) - model `{info['model']}` - {info['frames']} "
-        f"frames {info['width']}x{info['height']} at {info['fps']:.3g} fps ({info['seconds']:.2f} s) - "
-        f"{format_rate(info['total_bytes'], info['seconds'])}, {info['bits_per_pixel']:.4g} bits per pixel",
+        f"**{info['total_bytes']} bytes** ({kb(info['total_bytes'])}) - model `{info['model']}` - "
+        + (f"a {info['width']}x{info['height']} picture - " if info["frames"] == 1 else
+           f"{info['frames']} frames {info['width']}x{info['height']} at {info['fps']:.3g} fps "
+           f"({info['seconds']:.2f} s) - {format_rate(info['total_bytes'], info['seconds'])}, ")
+        + f"{info['bits_per_pixel']:.4g} bits per pixel",
         f"- caption: *{html.escape(info['caption']) if info['caption'] else '(empty)'}*",
         f"- {info['sample_steps']} sampling steps stored; {info['theta_length']:,} adapter numbers",
     ]
@@ -456,7 +458,7 @@ def refine_words(rep: dict) -> str:
 
 def decoded_markdown(rep: dict, decode_s: float, caption: str | None) -> str:
     frames = rep.get("decode_frames") or rep["frames"]
-    msg = (f"**Decoded** {frames} frames {rep['width']}x{rep['height']} with {rep.get('decode_steps')} "
+    msg = (f"**Decoded** {shown_frames(frames, rep['width'], rep['height'])} with {rep.get('decode_steps')} "
            f"sampling steps in {decode_s:.1f} s; {refine_words(rep)}"
            + (f"; caption *{html.escape(rep.get('decode_caption') or '')}*" if caption else "") + ".")
     if int(rep.get("segments") or 1) > 1:
