@@ -109,6 +109,10 @@ def test_upload_checks_say_what_will_be_coded(app_module, tmp_path, monkeypatch)
     md = uploads.clip_check(str(long), 0.0, 17, "112x64")
     assert "long_walk.mp4" in md and "70 s" in md and "The first 17.00 s will be coded" in md
     assert "choose the start time" in md
+    # more segments: said at once (it kept saying "The first 17.00 s ... 17 frames" while 3 segments code 49)
+    md = uploads.clip_check(str(long), 0.0, 17, "112x64", 3)
+    assert "3 segments of 17 frames: up to 49 frames (49.00 s) from 0 s will be coded" in md
+    assert "The first 17.00 s" not in md
     md = uploads.clip_check(str(long), 80.0, 17, "112x64")
     assert "past its end" in md
     # a tiny source: said to be upscaled

@@ -207,8 +207,8 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
     return "\n".join(lines)
 
 
-def clip_report(name: str, info, geom, start_seconds: float, native_frames: int) -> str:
-    """What will be coded of an uploaded clip, said at upload (and when start, frames or size change)."""
+def clip_report(name: str, info, geom, start_seconds: float, native_frames: int, segments: int = 1) -> str:
+    """What will be coded of an uploaded clip, said at upload (and when start, frames, size or segments change)."""
     start = float(start_seconds or 0)
     coded_s = geom.frames / info.fps if info.fps else 0.0
     dur = f"{info.seconds:.3g} s" if info.seconds else "a clip of unknown length"
@@ -216,7 +216,11 @@ def clip_report(name: str, info, geom, start_seconds: float, native_frames: int)
     if info.seconds and start >= info.seconds:
         return (f"{head} **The start time ({start:g} s) is past its end**: choose a start below "
                 f"{info.seconds:.2f} s.")
-    if info.seconds and info.seconds > coded_s + start + 0.5 / max(info.fps, 1e-9):
+    if segments > 1:  # a long clip: consecutive segments share a frame (as the estimate says)
+        total = segments * (geom.frames - 1) + 1
+        lines = [f"{head} {segments} segments of {geom.frames} frames: up to {total} frames "
+                 f"({total / info.fps if info.fps else 0.0:.2f} s) from {start:g} s will be coded."]
+    elif info.seconds and info.seconds > coded_s + start + 0.5 / max(info.fps, 1e-9):
         what = ("the first" if start == 0 else f"from {start:g} s,") + f" {coded_s:.2f} s will be coded"
         lines = [f"{head} {what[0].upper()}{what[1:]} ({geom.frames} frames, the most this model codes is "
                  f"{native_frames}); choose the start time to code another part."]
