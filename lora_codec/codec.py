@@ -148,6 +148,8 @@ def check_settings(settings: EncodeSettings, backbone: Backbone) -> None:
     if settings.rate_lambda is not None and not (math.isfinite(float(settings.rate_lambda))
                                                  and settings.rate_lambda >= 0):
         raise LoraCodecError(f"--lambda must be a number >= 0, got {settings.rate_lambda}")
+    if settings.batch is not None and not settings.batch >= 1:
+        raise LoraCodecError(f"--batch must be at least 1 (fit samples per step), got {settings.batch}")
 
 
 @dataclasses.dataclass

@@ -261,6 +261,7 @@ def test_a_target_below_the_smallest_code_is_refused_before_fitting(clip_path, t
     ("--lambda", "nan", "--lambda must be a number >= 0, got nan"),
     ("--lambda", "inf", "--lambda must be a number >= 0, got inf"),
     ("--max-seconds", "-1", "--max-seconds must be a positive number of seconds (0: no limit), got -1"),
+    ("--batch", "0", "--batch must be at least 1 (fit samples per step), got 0"),
 ])
 def test_numbers_no_fit_can_use_are_refused_in_one_line_before_fitting(clip_path, tmp_path, capsys, option, value,
                                                                        said):
