@@ -311,8 +311,8 @@ def preset_weight(preset):
     return F.PRESETS.get(preset, F.PRESETS["balanced"])[1]
 
 
-def clip_check(video, start_seconds, frames, size):
-    return uploads.clip_check(video, start_seconds, frames, size) if video else T.CLIP_HINT
+def clip_check(video, start_seconds, frames, size, segments=1):
+    return uploads.clip_check(video, start_seconds, frames, size, segments) if video else T.CLIP_HINT
 
 
 @_guarded
@@ -617,7 +617,8 @@ def build_demo() -> gr.Blocks:
               api_name="estimate", **light)
         video.change(clip_preview, video, clip_view, api_visibility="private", concurrency_id="light",
                      concurrency_limit=8, trigger_mode="always_last", show_progress="minimal")
-        gr.on([video.change, start.change, frames.change, size.change], clip_check, [video, start, frames, size],
+        gr.on([video.change, start.change, frames.change, size.change, segments.change], clip_check,
+              [video, start, frames, size, segments],
               clip_md, api_visibility="private", **light)
         caption.change(T.caption_counter, caption, caption_md, api_visibility="private", **light)
         quick = dict(api_visibility="private", queue=False, show_progress="hidden")

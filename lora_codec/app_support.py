@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import LimitError, LoraCodecError, VideoError
-from .units import kbit_per_second
+from .units import kbit_per_second, shown_frames
 
 log = logging.getLogger(__name__)
 
@@ -1001,7 +1001,8 @@ def byte_table(report: dict) -> tuple[list[list[Any]], int]:
                      round(n * 8 / pixels, 6), what])
     rows.append(["total (the code file)", total, "100 %", round(kbit_per_second(total, seconds), 4),
                  round(total * 8 / pixels, 6),
-                 f"{report['frames']} frames {report['width']}x{report['height']}, {seconds:.2f} s"])
+                 shown_frames(report['frames'], report['width'], report['height'])
+                 + ("" if report["frames"] == 1 else f", {seconds:.2f} s")])
     return rows, parts_sum
 
 

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from .errors import LoraCodecError
-from .units import ceil_kb, format_bpp, format_bytes_kb, format_kb, format_rate, kilobytes
+from .units import (ceil_kb, format_bpp, format_bytes_kb, format_kb, format_rate, kilobytes, rate_words,
+                    shown_frames)
 
 EXIT_USER_ERROR = 2
 log = logging.getLogger("lora_codec.cli")
@@ -52,6 +53,12 @@ class StopOnSignal:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+
+
+def _rate_text(report: dict) -> str:
+    """', 4.9 kbit/s' for a video; '' for a one-frame code (a picture has no rate per second)."""
+    rate = rate_words(report["total_bytes"], report.get("seconds"), report.get("frames", 0))
+    return f", {rate}" if rate else ""
 
 
 def _check_target(session, target_kb: float) -> None:
@@ -150,7 +157,7 @@ def segment_settings_from_args(args):
     from .segments import SegmentSettings
 
     max_seconds = getattr(args, "max_seconds", None)
-    if max_seconds is not None and max_seconds <= 0:
+    if max_seconds == 0:
         max_seconds = None  # 0: no clip-length limit (the reader's limits still apply)
     seg = SegmentSettings(max_seconds=max_seconds, overlap=getattr(args, "overlap", None) or 0)
     seg.check()
@@ -257,8 +264,7 @@ def cmd_encode(args) -> int:
         if not done:
             print(state_path)
         return 0
-    print(f"wrote {out}: {format_bytes_kb(report['total_bytes'])}, "
-          f"{format_rate(report['total_bytes'], report['seconds'])}, "
+    print(f"wrote {out}: {format_bytes_kb(report['total_bytes'])}{_rate_text(report)}, "
           f"{format_bpp(report['total_bytes'], report['frames'] * report['height'] * report['width'])}; "
           f"{report['steps']} fit steps in {report['fit_seconds']:.1f} s")
     if report.get("segments", 1) > 1:
@@ -300,6 +306,10 @@ def _merge_inputs(args) -> tuple[list[bytes], list[str], list[float] | None]:
         if getattr(args, "weights", None):
             raise MergeError("--weights is for merged decoding: give the other codes with --merge")
         return [], [], None
+    for path, w in items:
+        base, sep, tail = path.rpartition(":")
+        if w is None and sep and not Path(path).exists() and Path(base).is_file():
+            raise MergeError(f"--merge {path}: the weight after ':' must be a number, e.g. {base}:0.5")
     codes = [_read_code_arg(path) for path, _w in items]
     names = [Path(args.input).name] + [Path(path).name for path, _w in items]
     inline = [w for _p, w in items]
@@ -364,7 +374,8 @@ def cmd_decode(args) -> int:
             segs = (f", segment{'s' if b > a else ''} {a}{'-' + str(b) if b > a else ''} of {result.code.n_segments} "
                     f"from {report['decode_start_seconds']:.2f} s")
         merged = f"; merged {report['decode_merge']}" if report.get("decode_merge") else ""
-        print(f"wrote {out}: {result.frames.shape[0]} frames {result.frames.shape[2]}x{result.frames.shape[1]} "
+        n, h, w = result.frames.shape[:3]
+        print(f"wrote {out}: {shown_frames(n, w, h)} "
               f"in {report['decode_seconds']:.1f} s ({report['decode_steps']} sampling steps{track}{segs}){merged}")
     return 0
 
@@ -395,13 +406,13 @@ def format_info(info: dict) -> str:
     noise = {"seed": "fitted on the decoder's own noise", "random": "fitted on random noise"}.get(
         str(info.get("noise_mode")), f"noise mode {info.get('noise_mode')}")
     lines = [
-        f"code:     {format_bytes_kb(info['total_bytes'])}"
-        + (f", {format_rate(info['total_bytes'], info['seconds'])}" if info.get("seconds") else "")
+        f"code:     {format_bytes_kb(info['total_bytes'])}{_rate_text(info)}"
         + f", {format_bpp(info['total_bytes'], info['frames'] * info['height'] * info['width'])}",
         "          " + " + ".join(parts),
         f"model:    {info['model']} (weights fingerprint {info['fingerprint']})",
-        f"video:    {info['frames']} frames of {info['width']}x{info['height']}"
-        + (f" at {info['fps']:.4g} fps ({seconds:.2f} s)" if seconds else "")
+        (f"picture:  {info['width']}x{info['height']} (a one-frame code)" if info["frames"] == 1 else
+         f"video:    {info['frames']} frames of {info['width']}x{info['height']}"
+         + (f" at {info['fps']:.4g} fps ({seconds:.2f} s)" if seconds else ""))
         + (f", from a {info['src_width']}x{info['src_height']} source" if info.get("src_width") else ""),
         f"caption:  {info['caption']!r}" if info.get("caption") else "caption:  (none)",
         f"adapter:  {info['theta_length']:,} values, rank {info['rank']}, {len(info.get('targets') or [])} projections "

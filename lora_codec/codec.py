@@ -40,9 +40,12 @@ FIT_NOISE_FLAG = {"random": 0, "seed": 1, "mix": 1}
 
 # Measured on the small backbone (docs/RESULTS.md, section small): the refinement track's stochastic steps
 # leave the trajectory a 'seed' fit was made for (19.6 dB plain ODE, 16.1-16.6 dB with the track).
-REFINE_SEED_NOTE = ("this fit uses the decoder's own noise (noise mode 'seed'); a refinement track was measured to "
-                    "lower quality for such codes - decode with --refine none, or encode with --noise-mode random "
-                    "to use the track")
+def refine_seed_note(noise_mode: str) -> str:
+    """The note for a refinement track recorded on a fit that used the decoder's own noise ('seed', or
+    'mix' for part of its samples)."""
+    how = "for part of its samples (noise mode 'mix')" if noise_mode == "mix" else "(noise mode 'seed')"
+    return (f"this fit uses the decoder's own noise {how}; a refinement track was measured to lower quality "
+            "for such codes - decode with --refine none, or encode with --noise-mode random to use the track")
 
 
 @dataclasses.dataclass
@@ -128,6 +131,25 @@ def refine_plan(settings: EncodeSettings, default_steps: int) -> RefinePlan | No
     select = refine.check_select(settings.refine_select)
     first, count = refine.resolve_indexed(steps, settings.refine_indexed)
     return RefinePlan(n=int(settings.refine_n), log2_n=log2_n, steps=steps, first=first, count=count, select=select)
+
+
+def check_settings(settings: EncodeSettings, backbone: Backbone) -> None:
+    """Refuse settings no fit can use (LoraCodecError), before the clip is read: the refinement
+    request, the caption's length, and rate control that is not a number (NaN, infinity)."""
+    import math
+
+    refine_plan(settings, settings.sample_steps or backbone.defaults.sample_steps)
+    if settings.caption is None:
+        settings.caption = ""
+    if len(settings.caption.encode("utf-8")) > 4096:
+        raise LoraCodecError("the caption is longer than 4096 bytes")
+    if settings.target_kb is not None and not math.isfinite(float(settings.target_kb)):
+        raise LoraCodecError(f"--target-kb must be a size in kB, got {settings.target_kb}")
+    if settings.rate_lambda is not None and not (math.isfinite(float(settings.rate_lambda))
+                                                 and settings.rate_lambda >= 0):
+        raise LoraCodecError(f"--lambda must be a number >= 0, got {settings.rate_lambda}")
+    if settings.batch is not None and not settings.batch >= 1:
+        raise LoraCodecError(f"--batch must be at least 1 (fit samples per step), got {settings.batch}")
 
 
 @dataclasses.dataclass
@@ -256,11 +278,7 @@ class EncodeSession:
         from .video import Clip, Limits, fit_to_geometry, read_video
 
         backbone = backbone or load_backbone(settings.model)
-        refine_plan(settings, settings.sample_steps or backbone.defaults.sample_steps)  # fail before reading
-        if settings.caption is None:
-            settings.caption = ""
-        if len(settings.caption.encode("utf-8")) > 4096:
-            raise LoraCodecError("the caption is longer than 4096 bytes")
+        check_settings(settings, backbone)  # fail before reading
         if isinstance(video, Clip):
             clip = video
         else:
@@ -272,10 +290,11 @@ class EncodeSession:
         notes = list(clip.notes)
         if geom.frames < clip.frames.shape[0]:
             notes.append(f"coded {geom.frames} of {clip.frames.shape[0]} frames (4k+1, at most {backbone.native.frames})")
-        notes.append(f"coded geometry {geom.width}x{geom.height}, {geom.frames} frames at {float(clip.fps):.3g} fps "
-                     f"(source {clip.src_width}x{clip.src_height})")
-        if settings.refine_n is not None and fit_config_for(backbone, settings).noise_mode != "random":
-            notes.append(REFINE_SEED_NOTE)
+        what = "one picture" if geom.frames == 1 else f"{geom.frames} frames at {float(clip.fps):.3g} fps"
+        notes.append(f"coded geometry {geom.width}x{geom.height}, {what} (source {clip.src_width}x{clip.src_height})")
+        mode = fit_config_for(backbone, settings).noise_mode
+        if settings.refine_n is not None and mode != "random":
+            notes.append(refine_seed_note(mode))
         return cls(backbone, settings, frames, clip.fps, (clip.src_width, clip.src_height, clip.src_frames), notes,
                    caption_cache=caption_cache)
 

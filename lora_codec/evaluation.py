@@ -288,14 +288,15 @@ def format_table(result: dict) -> str:
     rows = result["rows"]
     perceptual = any(r.get("lpips") is not None or r.get("dists") is not None for r in rows)
     still = result.get("still")
-    head = ["codec", "budget", "bytes", "kbit/s", "bpp", "quality" if still else "crf", "fits", "PSNR", "PSNR-Y",
-            "MS-SSIM"]
+    # a picture has no rate per second: no kbit/s column
+    head = ["codec", "budget", "bytes", *([] if still else ["kbit/s"]), "bpp", "quality" if still else "crf", "fits",
+            "PSNR", "PSNR-Y", "MS-SSIM"]
     if perceptual:
         head += ["LPIPS", "DISTS"]
     lines = []
     for r in rows:
         cells = [r["name"] if r["kind"] == "code" else r["codec"], _fmt(r["budget"], "d"), str(r["bytes"]),
-                 _fmt(r["kbps"], ".2f"), _fmt(r["bpp"], ".5f"), _fmt(r.get("quality") if still else r["crf"], "d"),
+                 *([] if still else [_fmt(r["kbps"], ".2f")]), _fmt(r["bpp"], ".5f"), _fmt(r.get("quality") if still else r["crf"], "d"),
                  "-" if r["fits"] is None else ("yes" if r["fits"] else "NO"),
                  _fmt(r["psnr_rgb"], ".2f"), _fmt(r["psnr_y"], ".2f"), _fmt(r["ms_ssim"], ".4f")]
         if perceptual:
@@ -306,15 +307,16 @@ def format_table(result: dict) -> str:
     for c in lines:
         out.append("  ".join(x.rjust(w) if i else x.ljust(w) for i, (x, w) in enumerate(zip(c, widths))))
     g = result["geometry"]
-    out.append(f"clip: {result['clip']} at the coded geometry {g['width']}x{g['height']}, {g['frames']} frames, "
-               f"{g['fps']:g} fps ({g['seconds']:.3g} s); sizes are whole files (code / "
-               f"{'picture file' if still else 'mp4'})")
+    what = "one picture" if still else f"{g['frames']} frames, {g['fps']:g} fps ({g['seconds']:.3g} s)"
+    out.append(f"clip: {result['clip']} at the coded geometry {g['width']}x{g['height']}, {what}; sizes are whole "
+               f"files (code / {'picture file' if still else 'mp4'}); PSNR in dB")
     for r in rows:
         sm = r.get("seams")
         if sm:
             out.append(f"{r['name']}: {sm['segments']} segments; seams: PSNR {_fmt(sm['psnr_boundary'], '.2f')} dB at "
-                       f"the {sm['boundary_frames']} frames around the {sm['junctions']} junctions vs "
-                       f"{_fmt(sm['psnr_interior'], '.2f')} dB inside; frame-to-frame change "
+                       f"the {sm['boundary_frames']} frames around the {sm['junctions']} junctions (each place where the "
+                       f"segments a frame comes from change) vs {_fmt(sm['psnr_interior'], '.2f')} dB inside; mean "
+                       f"frame-to-frame change (of 255) "
                        f"{_fmt(sm['change_boundary'], '.2f')} at junctions vs {_fmt(sm['change_interior'], '.2f')} inside "
                        f"(source {_fmt(sm['source_change_boundary'], '.2f')} / {_fmt(sm['source_change_interior'], '.2f')})")
     if still:

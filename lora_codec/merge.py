@@ -72,6 +72,14 @@ def _structure(code) -> tuple:
     return (tuple(code.targets), code.rank, code.theta_length, code.proj_seed)
 
 
+def _shown(code) -> str:
+    """What a code decodes to, as a person sees it: 'a 112x64 picture' or '75 frames of 112x64' (all
+    segments of a long clip, not one segment's length)."""
+    if code.output_frames == 1:
+        return f"a {code.width}x{code.height} picture"
+    return f"{code.output_frames} frames of {code.width}x{code.height}"
+
+
 def check_mergeable(codes, names=None) -> None:
     """Raise MergeError unless every code can be merged with the first (see the module docstring)."""
     if len(codes) > MAX_MERGED:
@@ -86,8 +94,8 @@ def check_mergeable(codes, names=None) -> None:
             raise MergeError(f"cannot merge: {name} and {names[0]} were made with other '{c.model}' weights "
                              f"(fingerprints {c.fingerprint.hex()} and {first.fingerprint.hex()})")
         if (c.frames, c.height, c.width) != (first.frames, first.height, first.width):
-            raise MergeError(f"cannot merge: {name} codes {c.frames} frames of {c.width}x{c.height}, {names[0]} "
-                             f"{first.frames} frames of {first.width}x{first.height} (the geometry must match)")
+            raise MergeError(f"cannot merge: {name} codes {_shown(c)}, {names[0]} {_shown(first)} (the geometry "
+                             f"must match)")
         if _structure(c) != _structure(first):
             what = [k for k, a, b in zip(("targets", "rank", "theta length", "index seed"), _structure(c),
                                          _structure(first)) if a != b]

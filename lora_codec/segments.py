@@ -43,6 +43,7 @@ import torch
 from . import bitstream
 from .bitstream import Code, Segment, segmented
 from .errors import LimitError, LoraCodecError
+from .units import ceil_kb
 
 __all__ = ["DEFAULT_MAX_SECONDS", "DEFAULT_OVERLAP", "SegmentSettings", "plan_starts", "read_clip", "LongEncode",
            "LongEncodeResult", "decode_segments", "parse_segment_range", "blend_segments", "Blender", "seam_report",
@@ -70,7 +71,7 @@ class SegmentSettings:
 
     def check(self) -> None:
         if self.max_seconds is not None and not (math.isfinite(float(self.max_seconds)) and self.max_seconds > 0):
-            raise SegmentError(f"--max-seconds must be a positive number of seconds, got {self.max_seconds}")
+            raise SegmentError(f"--max-seconds must be a positive number of seconds (0: no limit), got {self.max_seconds:g}")
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, np.integer)) or self.overlap < 0:
             raise SegmentError(f"--overlap must be a whole number of frames >= 0, got {self.overlap!r}")
 
@@ -250,16 +251,12 @@ class LongEncode:
         `on_session(session)` is called with each segment's `EncodeSession` when it is opened (e.g. to
         make its fit data-parallel)."""
         from .backbones import load_backbone
-        from .codec import refine_plan
+        from .codec import check_settings
 
         seg = seg or SegmentSettings()
         seg.check()
         backbone = backbone or load_backbone(settings.model)
-        refine_plan(settings, settings.sample_steps or backbone.defaults.sample_steps)  # fail before reading
-        if settings.caption is None:
-            settings.caption = ""
-        if len(settings.caption.encode("utf-8")) > 4096:
-            raise LoraCodecError("the caption is longer than 4096 bytes")
+        check_settings(settings, backbone)  # fail before reading
         clip = read_clip(video, start_seconds=settings.start_seconds, max_seconds=seg.max_seconds, limits=limits)
         return cls(backbone, settings, seg, clip, caption_cache=caption_cache, on_session=on_session)
 
@@ -385,9 +382,11 @@ class LongEncode:
         fixed2 = rep2["total_bytes"] - rep2["prior_bytes"] - rep2["payload_bytes"] - 2
         share = (target - fixed2) // self.segments
         if share < 8:
+            least = fixed2 + 8 * self.segments
             raise SegmentError(
-                f"--target-kb {self.settings.target_kb:g} is below the smallest code for this clip: its {self.segments} "
-                f"segments and header need more than {fixed2 + 8 * self.segments} bytes")
+                f"--target-kb {self.settings.target_kb:g} is too small for this clip's {self.segments} segments: the "
+                f"header and segment table take {fixed2} bytes and each segment at least 8 more; ask for at least "
+                f"{ceil_kb(least):g} kB")
         return (share + fixed1) / 1000.0
 
     def _finish_segment(self, i: int, callback=None) -> None:
@@ -669,6 +668,9 @@ def parse_segment_range(text, count: int) -> tuple[int, int]:
             b = (int(hi) if hi.strip() else count) if sep else a
         except ValueError:
             raise SegmentError(f"--segments must look like 2, 2-3, 2- or -3 (1-based), got '{text}'") from None
+    if 1 <= b < a <= count:
+        raise SegmentError(f"--segments {text}: the first segment ({a}) comes after the last ({b}); "
+                           f"write it as {b}-{a}")
     if not 1 <= a <= b <= count:
         raise SegmentError(f"--segments {text}: this code has {count} segment{'s' if count != 1 else ''} "
                            f"(1..{count})")

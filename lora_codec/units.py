@@ -42,6 +42,16 @@ def format_rate(nbytes: float, seconds: float) -> str:
     return f"{kbit_per_second(nbytes, seconds):.3g} kbit/s"
 
 
+def shown_frames(frames: int, width: int, height: int) -> str:
+    """'17 frames 112x64', or 'a 112x64 picture' for a one-frame code (a still picture)."""
+    return f"a {width}x{height} picture" if int(frames) == 1 else f"{frames} frames {width}x{height}"
+
+
+def rate_words(nbytes: float, seconds: float | None, frames: int) -> str:
+    """format_rate, or '' for a one-frame code: a picture has no rate per second."""
+    return format_rate(nbytes, seconds) if int(frames) > 1 and seconds else ""
+
+
 def format_bpp(nbytes: float, pixels: int) -> str:
     """'0.041 bits per pixel' (`pixels`: frames x height x width)."""
     return f"{float(nbytes) * 8 / pixels:.3g} bits per pixel"

@@ -1242,6 +1242,13 @@ def coded_geometry(
     return frames, height, width
 
 
+def _writable(a: np.ndarray) -> np.ndarray:
+    """`a` as a C-contiguous array torch can share: a copy when it is read-only (np.asarray of a Pillow
+    picture is), since torch.from_numpy warns on those."""
+    a = np.ascontiguousarray(a)
+    return a if a.flags.writeable else a.copy()
+
+
 def fit_to_geometry(frames_uint8: np.ndarray, frames: int, height: int, width: int) -> np.ndarray:
     """First `frames` frames, scaled (aspect kept) to cover height x width, centre-cropped.
 
@@ -1264,14 +1271,14 @@ def fit_to_geometry(frames_uint8: np.ndarray, frames: int, height: int, width: i
     x0 = (W - crop_w) // 2
     src = src[:, y0:y0 + crop_h, x0:x0 + crop_w]
     if (crop_h, crop_w) == (height, width):
-        return np.ascontiguousarray(src)
+        return _writable(src)
     out = np.empty((frames, height, width, 3), dtype=np.uint8)
     # chunk so that the float intermediates stay around <= 256 MB
     per_frame = 4 * 3 * (crop_h * crop_w + height * width)
     chunk = max(1, (256 << 20) // max(per_frame, 1))
     with torch.no_grad():
         for i in range(0, frames, chunk):
-            x = torch.from_numpy(np.ascontiguousarray(src[i:i + chunk])).permute(0, 3, 1, 2).float()
+            x = torch.from_numpy(_writable(src[i:i + chunk])).permute(0, 3, 1, 2).float()
             y = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
             y = y.clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1)
             out[i:i + chunk] = y.numpy()
@@ -1286,7 +1293,7 @@ def fit_to_geometry(frames_uint8: np.ndarray, frames: int, height: int, width: i
 def video_to_tensor(frames_uint8: np.ndarray) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float32 [3, T, H, W] in [-1, 1]."""
     frames = check_frames(frames_uint8, "frames_uint8")
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float()
+    x = torch.from_numpy(_writable(frames)).permute(3, 0, 1, 2).float()
     return x.div_(127.5).sub_(1.0)
 
 

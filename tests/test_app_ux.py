@@ -109,6 +109,10 @@ def test_upload_checks_say_what_will_be_coded(app_module, tmp_path, monkeypatch)
     md = uploads.clip_check(str(long), 0.0, 17, "112x64")
     assert "long_walk.mp4" in md and "70 s" in md and "The first 17.00 s will be coded" in md
     assert "choose the start time" in md
+    # more segments: said at once (it kept saying "The first 17.00 s ... 17 frames" while 3 segments code 49)
+    md = uploads.clip_check(str(long), 0.0, 17, "112x64", 3)
+    assert "3 segments of 17 frames: up to 49 frames (49.00 s) from 0 s will be coded" in md
+    assert "The first 17.00 s" not in md
     md = uploads.clip_check(str(long), 80.0, 17, "112x64")
     assert "past its end" in md
     # a tiny source: said to be upscaled
@@ -348,6 +352,14 @@ def test_keep_improving_flags_the_inputs_it_would_ignore(app_module):  # noqa: F
     assert "Keep improving keeps this fit's settings" in md and "Changed on the form" not in md
     md = T.kept_settings(job, form | {"caption": "a dog", "frames": 13}, "other.mp4")
     assert "Changed on the form since:** clip, caption, frames" in md
+
+    # a still picture's fit is one frame whatever the Frames slider says: its untouched slider (17) was once
+    # flagged as "Changed on the form since: frames"
+    picture = job | {"geometry": [1, 64, 112], "file_name": "photo.png"}
+    md = T.kept_settings(picture, form, "photo.png")
+    assert "photo.png, a picture at 112x64" in md and "Changed on the form" not in md and "1 frames" not in md
+    md = T.kept_settings(picture, form | {"caption": "a dog"}, "photo.png")
+    assert "Changed on the form since:** caption -" in md
 
 
 def test_the_decode_status_says_which_refinement_was_used(client, app_module):  # noqa: F811

@@ -255,6 +255,26 @@ def test_a_target_below_the_smallest_code_is_refused_before_fitting(clip_path, t
     assert time.perf_counter() - t0 < 60
 
 
+@pytest.mark.parametrize("option, value, said", [
+    ("--target-kb", "nan", "--target-kb must be a size in kB, got nan"),
+    ("--target-kb", "inf", "--target-kb must be a size in kB, got inf"),
+    ("--lambda", "nan", "--lambda must be a number >= 0, got nan"),
+    ("--lambda", "inf", "--lambda must be a number >= 0, got inf"),
+    ("--max-seconds", "-1", "--max-seconds must be a positive number of seconds (0: no limit), got -1"),
+    ("--batch", "0", "--batch must be at least 1 (fit samples per step), got 0"),
+])
+def test_numbers_no_fit_can_use_are_refused_in_one_line_before_fitting(clip_path, tmp_path, capsys, option, value,
+                                                                       said):
+    # NaN / infinity once gave a traceback (--target-kb) or a whole fit and then a puzzling error (--lambda);
+    # a negative --max-seconds was taken silently as "no limit"
+    out = tmp_path / "n.vov"
+    rc = cli.main(["encode", str(clip_path), "-o", str(out), "--model", "tiny", "--steps", "2", option, value])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.strip().splitlines()[-1] == f"error: {said}"
+    assert "Traceback" not in err and "fitting" not in err and not out.exists()
+
+
 # -- the real backbone where it cannot run -----------------------------------------------------------
 
 

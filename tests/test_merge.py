@@ -115,3 +115,23 @@ def test_weight_parsing():
         with pytest.raises(MergeError):
             parse_weights(bad, 2)
 
+
+
+def test_merge_errors_say_what_is_wrong(two_codes, tiny, tmp_path):
+    # 'B.vov:abc' said only "no such file: B.vov:abc"; a geometry clash named one segment's length for a long
+    # clip and "1 frames" for a picture
+    a, b = two_codes
+    (tmp_path / "a.vov").write_bytes(a)
+    (tmp_path / "b.vov").write_bytes(b)
+    for tail in ("abc", ""):
+        r = run_cli("decode", tmp_path / "a.vov", "-o", tmp_path / "x.mp4", "--merge", f"{tmp_path / 'b.vov'}:{tail}")
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+            f"error: --merge {tmp_path / 'b.vov'}:{tail}: the weight after ':' must be a number, e.g. "
+            f"{tmp_path / 'b.vov'}:0.5"], r.stderr
+    r = run_cli("decode", tmp_path / "a.vov", "-o", tmp_path / "x.mp4", "--merge", tmp_path / "nope.vov:0.5")
+    assert r.returncode == 2 and r.stderr.strip() == f"error: no such file: {tmp_path / 'nope.vov'}"
+    code = read_code(a)
+    picture = dataclasses.replace(code, frames=1)
+    with pytest.raises(MergeError, match=r"codes a 48x32 picture, the code 17 frames of 48x32 \(the geometry"):
+        decode(a, backbone=tiny, merge=[write_code(picture)])
+    assert not (tmp_path / "x.mp4").exists()

@@ -329,3 +329,16 @@ def test_cli_refine(clip_path, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("mode, said", [("seed", "(noise mode 'seed')"),
+                                        ("mix", "for part of its samples (noise mode 'mix')"), ("random", None)])
+def test_the_note_on_a_track_over_seed_noise_names_the_mode_asked_for(clip_path, tiny, mode, said):
+    # a 'mix' fit was once described as "noise mode 'seed'", a mode the user had not asked for
+    settings = EncodeSettings(model="tiny", fit_steps=2, sample_steps=3, refine_n=4, noise_mode=mode)
+    with EncodeSession.start(clip_path, settings, backbone=tiny) as session:
+        notes = [n for n in session.notes if "refinement track" in n]
+    if said is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and said in notes[0] and "--noise-mode random" in notes[0]

@@ -5,6 +5,7 @@ compare on long clips, and old single-segment codes."""
 from __future__ import annotations
 
 import json
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -118,6 +119,11 @@ def test_segment_range_parsing():
     for bad in ("0", "5", "3-2", "x", "1-9"):
         with pytest.raises(segments.SegmentError):
             segments.parse_segment_range(bad, 4)
+    # a reversed range says so (it once said only "this code has 4 segments (1..4)", which 3-2 respects)
+    with pytest.raises(segments.SegmentError, match=r"the first segment \(3\) comes after the last \(2\); write it as 2-3"):
+        segments.parse_segment_range("3-2", 4)
+    with pytest.raises(segments.SegmentError, match=r"this code has 4 segments \(1\.\.4\)"):
+        segments.parse_segment_range("9-2", 4)
 
 
 # -- the format ----------------------------------------------------------------------------------------
@@ -260,7 +266,11 @@ def test_compare_takes_a_long_clip(long_clip, long_code, tiny):
     assert res["geometry"]["frames"] == 51
     row = res["rows"][0]
     assert row["segments"] == 4 and row["seams"]["junctions"] == 6
-    assert "seams: PSNR" in format_table(res)
+    table = format_table(res)
+    assert "seams: PSNR" in table
+    # 4 segments but 6 junctions: the table says what a junction is, and the change's scale
+    assert "6 junctions (each place where the segments a frame comes from change)" in table
+    assert "mean frame-to-frame change (of 255) " in table
 
 
 # -- resume and rate control ------------------------------------------------------------------------------
@@ -292,6 +302,18 @@ def test_target_kb_is_for_the_whole_file(long_clip, tiny):
     assert 0.8 * target * 1000 <= len(res.data) <= target * 1000
     with pytest.raises(LoraCodecError, match="target-kb"):
         segments.encode(long_clip, EncodeSettings(target_kb=0.05, **FAST), backbone=tiny)
+
+
+def test_a_long_clip_target_too_small_says_what_to_ask_for_and_that_works(long_clip, tiny):
+    # the refusal once called its bound "the smallest code for this clip", which codes below it disproved
+    # (the shared prior makes files smaller than the per-segment shares), and named no size to ask for
+    with pytest.raises(LoraCodecError) as e:
+        segments.encode(long_clip, EncodeSettings(target_kb=0.05, **FAST), backbone=tiny)
+    m = re.search(r"too small for this clip's 4 segments: .* ask for at least ([0-9.]+) kB$", str(e.value))
+    assert m, str(e.value)
+    least = float(m.group(1))
+    res = segments.encode(long_clip, EncodeSettings(target_kb=least, finetune_steps=1, **FAST), backbone=tiny)
+    assert res.code.n_segments == 4 and len(res.data) <= least * 1000
 
 
 def test_clip_length_limit_and_refinement(long_clip, tiny):

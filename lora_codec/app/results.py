@@ -12,7 +12,7 @@ import numpy as np
 from .. import app_support as S
 from .. import bitstream
 from ..codec import describe
-from ..units import format_rate
+from ..units import rate_words
 from . import runtime as R
 from .gpu import plain
 from .text import bullets
@@ -126,7 +126,8 @@ def results(job: dict, out: dict, stopped: bool) -> dict:
     }
     head = ("**Stopped early** - the code is valid (the fit is anytime); *Keep improving* continues from the saved "
             "state." if stopped else "**Done.**")
-    status = (f"{head} {report['total_bytes']} bytes ({format_rate(report['total_bytes'], report['seconds'])}, "
+    rate = rate_words(report["total_bytes"], report["seconds"], report["frames"])
+    status = (f"{head} {report['total_bytes']} bytes ({rate + ', ' if rate else ''}"
               f"{report['bits_per_pixel']:.4g} bits per pixel) after {steps_done} fit steps.")
     if decoded_psnr is not None:  # measured by the encoder on the code it wrote, decoded as a receiver would
         status += (f" Decoded as anyone with the code will see it: {decoded_psnr:.2f} dB PSNR against the coded "

@@ -11,7 +11,7 @@ from .. import app_support as S
 from . import forms as F
 from . import runtime as R
 from ..errors import LimitError
-from ..units import format_kb, format_rate
+from ..units import format_kb, format_rate, shown_frames
 
 INTRO = """# lora_codec - a video as one small adapter
 
@@ -167,7 +167,7 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
         lines += [
             f"**Estimated {where}: ~{S.fmt_seconds(p.total_s)}**{calls} ({kind}).",
             "",
-            f"- coded: {g.frames} frames at {g.width}x{g.height} ({src})",
+            f"- coded: {'one frame' if g.frames == 1 else f'{g.frames} frames'} at {g.width}x{g.height} ({src})",
         ]
     lines += [
         f"- fit{' per segment' if segments > 1 else ''}: {fit_steps} steps of {batch} sample{'s' if batch > 1 else ''} "
@@ -207,8 +207,8 @@ def estimate_markdown(video, start_seconds, rate_mode, target_kb, fit_steps, ref
     return "\n".join(lines)
 
 
-def clip_report(name: str, info, geom, start_seconds: float, native_frames: int) -> str:
-    """What will be coded of an uploaded clip, said at upload (and when start, frames or size change)."""
+def clip_report(name: str, info, geom, start_seconds: float, native_frames: int, segments: int = 1) -> str:
+    """What will be coded of an uploaded clip, said at upload (and when start, frames, size or segments change)."""
     start = float(start_seconds or 0)
     coded_s = geom.frames / info.fps if info.fps else 0.0
     dur = f"{info.seconds:.3g} s" if info.seconds else "a clip of unknown length"
@@ -216,7 +216,11 @@ def clip_report(name: str, info, geom, start_seconds: float, native_frames: int)
     if info.seconds and start >= info.seconds:
         return (f"{head} **The start time ({start:g} s) is past its end**: choose a start below "
                 f"{info.seconds:.2f} s.")
-    if info.seconds and info.seconds > coded_s + start + 0.5 / max(info.fps, 1e-9):
+    if segments > 1:  # a long clip: consecutive segments share a frame (as the estimate says)
+        total = segments * (geom.frames - 1) + 1
+        lines = [f"{head} {segments} segments of {geom.frames} frames: up to {total} frames "
+                 f"({total / info.fps if info.fps else 0.0:.2f} s) from {start:g} s will be coded."]
+    elif info.seconds and info.seconds > coded_s + start + 0.5 / max(info.fps, 1e-9):
         what = ("the first" if start == 0 else f"from {start:g} s,") + f" {coded_s:.2f} s will be coded"
         lines = [f"{head} {what[0].upper()}{what[1:]} ({geom.frames} frames, the most this model codes is "
                  f"{native_frames}); choose the start time to code another part."]
@@ -395,12 +399,15 @@ def kept_settings(job: dict | None, form: dict, file_name: str | None = None) ->
     name = html.escape(job.get("file_name") or job.get("name") or "the clip")
     cap = jv["caption"]
     cap_s = f'"{html.escape(cap[:60])}{"..." if len(cap) > 60 else ""}"' if cap else "no caption"
-    kept = (f"**Keep improving keeps this fit's settings:** {name}, {jv['frames']} frames from {jv['start']:g} s at "
-            f"{jv['size']}, {cap_s}, {jv['rate']}, seed {jv['seed']}, {jv['sample_steps']} sampling steps; only "
+    # a one-frame code (a still picture): the form's frames and start time do not apply to it
+    picture = jv["frames"] == 1
+    what = f"a picture at {jv['size']}" if picture else f"{jv['frames']} frames from {jv['start']:g} s at {jv['size']}"
+    kept = (f"**Keep improving keeps this fit's settings:** {name}, {what}, {cap_s}, {jv['rate']}, seed {jv['seed']}, {jv['sample_steps']} sampling steps; only "
             "*More steps* is new.")
     # a field the form does not send (the size dropdown before the clip is probed...) is not a change
     changed = [KEPT_WORDS[k] for k in KEPT_KEYS
-               if k in fv and fv[k] != jv[k] and not (k == "size" and not fv[k])]
+               if k in fv and fv[k] != jv[k] and not (k == "size" and not fv[k])
+               and not (picture and k in ("frames", "start"))]
     if file_name and file_name != job.get("file_name"):
         changed.insert(0, "clip")
     if changed:
@@ -416,9 +423,11 @@ def kept_settings(job: dict | None, form: dict, file_name: str | None = None) ->
 def code_markdown(info: dict) -> str:
     """What a code holds (from `codec.describe`)."""
     lines = [
-        f"**{info['total_bytes']} bytes** ({kb(info['total_bytes'])}) - model `{info['model']}` - {info['frames']} "
-        f"frames {info['width']}x{info['height']} at {info['fps']:.3g} fps ({info['seconds']:.2f} s) - "
-        f"{format_rate(info['total_bytes'], info['seconds'])}, {info['bits_per_pixel']:.4g} bits per pixel",
+        f"**{info['total_bytes']} bytes** ({kb(info['total_bytes'])}) - model `{info['model']}` - "
+        + (f"a {info['width']}x{info['height']} picture - " if info["frames"] == 1 else
+           f"{info['frames']} frames {info['width']}x{info['height']} at {info['fps']:.3g} fps "
+           f"({info['seconds']:.2f} s) - {format_rate(info['total_bytes'], info['seconds'])}, ")
+        + f"{info['bits_per_pixel']:.4g} bits per pixel",
         f"- caption: *{html.escape(info['caption']) if info['caption'] else '(empty)'}*",
         f"- {info['sample_steps']} sampling steps stored; {info['theta_length']:,} adapter numbers",
     ]
@@ -453,7 +462,7 @@ def refine_words(rep: dict) -> str:
 
 def decoded_markdown(rep: dict, decode_s: float, caption: str | None) -> str:
     frames = rep.get("decode_frames") or rep["frames"]
-    msg = (f"**Decoded** {frames} frames {rep['width']}x{rep['height']} with {rep.get('decode_steps')} "
+    msg = (f"**Decoded** {shown_frames(frames, rep['width'], rep['height'])} with {rep.get('decode_steps')} "
            f"sampling steps in {decode_s:.1f} s; {refine_words(rep)}"
            + (f"; caption *{html.escape(rep.get('decode_caption') or '')}*" if caption else "") + ".")
     if int(rep.get("segments") or 1) > 1:

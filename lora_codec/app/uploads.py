@@ -34,8 +34,8 @@ def clip_preview(path, new_dir, playable=None) -> str | None:
     return str(out)
 
 
-def clip_check(path, start_seconds, frames, size) -> str:
-    """Said at upload (and when the start, the frames or the size change): the clip's length, size
+def clip_check(path, start_seconds, frames, size, segments=1) -> str:
+    """Said at upload (and when the start, the frames, the size or the segments change): the clip's length, size
     and rate, what part of it will be coded and at what size, a tiny source that will be upscaled,
     a start time past the end, or why the clip is refused (its limits: bytes, duration, pixels) -
     in plain words, before any work."""
@@ -66,7 +66,7 @@ def clip_check(path, start_seconds, frames, size) -> str:
     if info.seconds and info.seconds > limit:
         return (f"**{name} cannot be coded here:** it is {info.seconds:.0f} s long; this app reads clips up to "
                 f"{limit:g} s - cut out the part you want first.")
-    report = T.clip_report(name, info, g, start_seconds, R.BACKBONE.native.frames)
+    report = T.clip_report(name, info, g, start_seconds, R.BACKBONE.native.frames, segments=int(segments or 1))
     if info.fps and info.seconds:
         max_start = max(0.0, (S.LIMITS.video_limits().max_frames_read - g.frames) / info.fps)
         if max_start < info.seconds - g.frames / info.fps:
