@@ -8,6 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # app's default would be the trained `small` one, which has its own tests (test_small.py).
 os.environ.setdefault("LORA_CODEC_MODEL", "tiny")
 
+# gradio (the app's tests import it) before any test runs torch: importing it after torch has run an op can
+# abort the interpreter at exit ("terminate called without an active exception", status 134) - the app's
+# runtime does the same (lora_codec/app/runtime.py)
+import gradio  # noqa: E402,F401
+
 from fractions import Fraction  # noqa: E402
 from pathlib import Path  # noqa: E402
 
