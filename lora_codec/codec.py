@@ -219,6 +219,17 @@ def adapter_config_for(backbone: Backbone, s: EncodeSettings) -> AdapterConfig:
     return AdapterConfig(rank=rank, theta_length=length, proj_seed=s.proj_seed)
 
 
+def measure_decode(frames: np.ndarray, run_decode: Callable[[], "DecodeResult"]) -> tuple[dict, "DecodeResult"]:
+    """Run `run_decode` (a receiver's decode of a code) and measure it against `frames` (uint8 [N, H, W, 3], the
+    coded frames): ({'decoded_psnr': dB RGB PSNR, 'measure_seconds': s}, the decode). The encoders report this."""
+    from .metrics import psnr
+
+    t0 = time.perf_counter()
+    dec = run_decode()
+    return {"decoded_psnr": round(float(psnr(frames, dec.frames)), 4),
+            "measure_seconds": round(time.perf_counter() - t0, 3)}, dec
+
+
 class EncodeSession:
     """One clip being encoded. Holds the prepared latents, the adapter and the fitter so that a fit
     can run in slices (the web app runs it across several GPU calls) and be saved and resumed.
@@ -488,12 +499,8 @@ class EncodeSession:
     def measure(self, data: bytes | None = None, *, progress=None) -> tuple[dict, "DecodeResult"]:
         """The decoded quality of a code for this clip (default: the code the fit's current state gives):
         ({'decoded_psnr': dB RGB PSNR against the coded frames, 'measure_seconds': s}, the decode)."""
-        from .metrics import psnr
-
-        t0 = time.perf_counter()
-        dec = self.decode_code(self.code_bytes() if data is None else data, progress=progress)
-        return {"decoded_psnr": round(float(psnr(self.frames, dec.frames)), 4),
-                "measure_seconds": round(time.perf_counter() - t0, 3)}, dec
+        return measure_decode(self.frames, lambda: self.decode_code(self.code_bytes() if data is None else data,
+                                                                    progress=progress))
 
     def close(self) -> None:
         if not self._closed:

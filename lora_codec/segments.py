@@ -579,21 +579,14 @@ class LongEncode:
         )
         decoded = None
         if self.settings.measure:
-            quality, decoded = self._measure(data, self.frames[:total], progress=decode_progress)
+            from .codec import decode, measure_decode
+
+            # the whole file decoded exactly as a receiver decodes it (every segment, blended seams)
+            quality, decoded = measure_decode(self.frames[:total],
+                                              lambda: decode(data, backbone=self.backbone, progress=decode_progress))
             report.update(quality)
         return LongEncodeResult(data=data, code=code, report=report, geometry=self.geometry, frames=self.frames[:total],
                                 notes=notes, segment_reports=reports, decoded=decoded)
-
-    def _measure(self, data: bytes, frames: np.ndarray, progress=None):
-        """The whole file decoded exactly as a receiver decodes it (every segment, blended seams) and its
-        RGB PSNR against the coded frames: ({'decoded_psnr': dB, 'measure_seconds': s}, the decode)."""
-        from .codec import decode
-        from .metrics import psnr
-
-        t0 = time.perf_counter()
-        dec = decode(data, backbone=self.backbone, progress=progress)
-        return {"decoded_psnr": round(float(psnr(frames, dec.frames)), 4),
-                "measure_seconds": round(time.perf_counter() - t0, 3)}, dec
 
     def close(self) -> None:
         if self.single:
