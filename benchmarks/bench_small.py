@@ -61,7 +61,7 @@ def measure_clip(bb, path: Path, caption: str, quick: bool) -> dict:
     res = encode(path, EncodeSettings(model=bb.name, caption=caption), backbone=bb)
     out["default"] = {"bytes": len(res.data), "fit_steps": res.report["steps"],
                       "encode_seconds": round(time.perf_counter() - t0, 1),
-                      **quality(res.frames, decode(res.data, backbone=bb).frames)}
+                      **quality(res.frames, res.decoded.frames)}  # the encoder's own receiver decode
     out["vae"] = quality(res.frames, tensor_to_video(bb.decode_latents(res.latents)))
     out["unadapted"] = quality(res.frames, decode(unadapted_code(res.code), backbone=bb).frames)
     codes, names = [res.data], [f"lambda {bb.defaults.rate_lambda:g} (default)"]
@@ -69,7 +69,7 @@ def measure_clip(bb, path: Path, caption: str, quick: bool) -> dict:
     for lam in RATE_LAMBDAS[:1] if quick else RATE_LAMBDAS:
         r = encode(path, EncodeSettings(model=bb.name, caption=caption, rate_lambda=lam), backbone=bb)
         out["rate_points"].append({"rate_lambda": lam, "bytes": len(r.data),
-                                   **quality(r.frames, decode(r.data, backbone=bb).frames)})
+                                   **quality(r.frames, r.decoded.frames)})
         codes.append(r.data)
         names.append(f"lambda {lam:g}")
     if not quick:
